@@ -1,0 +1,514 @@
+"""Configuration: TOML in, frozen and validated values out.
+
+Owns the config schema and every rule about it. It reads no file itself except through
+`load_config_file`, and knows nothing about sockets, TLS or the event loop. Unknown keys are
+errors; every problem names the file, the key path and what would fix it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from proxy.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config/edge.toml")
+PROTOCOLS = ("https", "grpc", "http-redirect")
+WATCH_MODES = ("events", "poll", "off")
+TLS_VERSIONS = ("1.2", "1.3")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+# The default config: everything on loopback, demo upstreams on 8081 (HTTP) and 50051 (gRPC).
+EMBEDDED_DEFAULT = """
+[server]
+workers = 1
+
+[tls]
+cert_dir = "certs"
+state_dir = "state"
+server_name = "localhost"
+ip_addresses = ["127.0.0.1"]
+
+[admin]
+listen = "127.0.0.1:9900"
+token_file = "state/admin.token"
+
+[[listeners]]
+name = "web"
+protocol = "https"
+listen = "127.0.0.1:8443"
+upstream = "http://127.0.0.1:8081"
+
+[[listeners]]
+name = "grpc"
+protocol = "grpc"
+listen = "127.0.0.1:9443"
+upstream = "127.0.0.1:50051"
+
+[[listeners]]
+name = "redirect"
+protocol = "http-redirect"
+listen = "127.0.0.1:8080"
+redirect_port = 8443
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Timeouts (seconds) and body limit; `[server]` sets them, a listener may override each."""
+
+    connect_timeout: float = 5.0
+    upstream_timeout: float = 60.0
+    idle_timeout: float = 75.0
+    handshake_timeout: float = 10.0
+    header_timeout: float = 10.0
+    max_body_bytes: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    workers: int = 1
+    drain_seconds: float = 30.0
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert_dir: Path
+    state_dir: Path
+    server_name: str | None
+    ip_addresses: tuple[str, ...]
+    min_version: str = "1.2"
+    watch: str = "events"
+    poll_delay_ms: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    listen: Address
+    token_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class HttpUpstream:
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    upstream: HttpUpstream
+    path_prefix: str = "/"
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcUpstream:
+    address: Address
+    tls: bool
+    ca_file: Path | None = None
+
+    def __str__(self) -> str:
+        return f"grpcs://{self.address}" if self.tls else str(self.address)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    name: str
+    protocol: str
+    listen: Address
+    limits: Limits
+    routes: tuple[Route, ...] = ()
+    grpc_upstream: GrpcUpstream | None = None
+    redirect_port: int = 443
+    max_connection_age: float = 300.0
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    tls: TlsConfig
+    admin: AdminConfig
+    listeners: tuple[ListenerConfig, ...]
+    source: str = "<embedded default>"
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+class _Problems:
+    """Collects problems while the whole file is checked, so the operator sees all at once."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{self.source}: {key}: {message}")
+
+
+_LIMIT_KEYS = {f.name for f in fields(Limits)}
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str, p: _Problems) -> None:
+    for key in table:
+        if key not in allowed:
+            near = _nearest(key, allowed)
+            hint = f"; did you mean {near!r}?" if near else f"; allowed keys: {', '.join(sorted(allowed))}"
+            p.add(f"{path}.{key}" if path else key, f"unknown key{hint}")
+
+
+def _nearest(key: str, allowed: set[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
+def _get(
+    table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str, p: _Problems, default: Any
+) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # TOML booleans are ints to Python; a bool is never a number here.
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = isinstance(value, kinds)
+    if not ok:
+        names = " or ".join(_type_name(k) for k in kinds)
+        p.add(f"{path}.{key}", f"must be {names}, not {_type_name(type(value))} {value!r}")
+        return default
+    return value
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}.get(
+        kind, kind.__name__
+    )
+
+
+def _positive(value: float, key: str, p: _Problems, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        p.add(key, f"must be {'zero or more' if allow_zero else 'more than zero'}, not {value}")
+
+
+def parse_address(text: str) -> Address:
+    """`host:port` or `[v6]:port` -> Address. Raises ValueError with the reason."""
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ValueError("an IPv6 address is written [::1]:8443")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("write it as host:port, for example 127.0.0.1:8443")
+        if ":" in host:
+            raise ValueError("an IPv6 address is written in brackets, for example [::1]:8443")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"the port {port_text!r} is not a number from 0 to 65535")
+    if not _is_ip(host) and not _HOSTNAME.match(host):
+        raise ValueError(f"{host!r} is neither an IP address nor a host name")
+    return Address(host, int(port_text))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _address(table: Mapping[str, Any], key: str, path: str, p: _Problems, default: str | None) -> Address | None:
+    text = _get(table, key, str, path, p, default)
+    if text is None:
+        p.add(f"{path}.{key}", 'is required, for example "127.0.0.1:8443"')
+        return None
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        p.add(f"{path}.{key}", f"{text!r} is not a valid address: {e}")
+        return None
+
+
+def _limits(table: Mapping[str, Any], path: str, base: Limits, p: _Problems) -> Limits:
+    values: dict[str, Any] = {}
+    for name in _LIMIT_KEYS:
+        if name == "max_body_bytes":
+            value = _get(table, name, int, path, p, getattr(base, name))
+            _positive(value, f"{path}.{name}", p, allow_zero=True)
+        else:
+            value = float(_get(table, name, (int, float), path, p, getattr(base, name)))
+            _positive(value, f"{path}.{name}", p)
+        values[name] = value
+    return replace(base, **values)
+
+
+def _server(table: Mapping[str, Any], p: _Problems) -> ServerConfig:
+    _check_keys(table, {"workers", "drain_seconds"} | _LIMIT_KEYS, "server", p)
+    workers = _get(table, "workers", int, "server", p, 1)
+    if not 1 <= workers <= 64:
+        p.add("server.workers", f"must be from 1 to 64, not {workers}")
+    drain = float(_get(table, "drain_seconds", (int, float), "server", p, 30.0))
+    _positive(drain, "server.drain_seconds", p, allow_zero=True)
+    return ServerConfig(workers=workers, drain_seconds=drain, limits=_limits(table, "server", Limits(), p))
+
+
+def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
+    allowed = {"cert_dir", "state_dir", "server_name", "ip_addresses", "min_version", "watch", "poll_delay_ms"}
+    _check_keys(table, allowed, "tls", p)
+    server_name = _get(table, "server_name", str, "tls", p, None)
+    if server_name is not None and not _HOSTNAME.match(server_name.removeprefix("*.")):
+        p.add("tls.server_name", f"{server_name!r} is not a DNS name, for example \"vertex.example.com\"")
+    ips_raw = _get(table, "ip_addresses", list, "tls", p, [])
+    ips: list[str] = []
+    for i, ip in enumerate(ips_raw):
+        if not isinstance(ip, str) or not _is_ip(ip):
+            p.add(f"tls.ip_addresses[{i}]", f"{ip!r} is not an IP address, for example \"10.0.0.5\"")
+        else:
+            ips.append(str(ipaddress.ip_address(ip)))
+    if server_name is None and not ips:
+        p.add("tls", 'set server_name (for example "vertex.example.com") or ip_addresses (for example ["10.0.0.5"])')
+    min_version = _get(table, "min_version", str, "tls", p, "1.2")
+    if min_version not in TLS_VERSIONS:
+        p.add("tls.min_version", f'must be "1.2" or "1.3", not {min_version!r}')
+    watch = _get(table, "watch", str, "tls", p, "events")
+    if watch not in WATCH_MODES:
+        p.add("tls.watch", f'must be "events", "poll" or "off", not {watch!r}')
+    poll_delay = _get(table, "poll_delay_ms", int, "tls", p, 500)
+    if not 50 <= poll_delay <= 60_000:
+        p.add("tls.poll_delay_ms", f"must be from 50 to 60000, not {poll_delay}")
+    return TlsConfig(
+        cert_dir=base / _get(table, "cert_dir", str, "tls", p, "certs"),
+        state_dir=base / _get(table, "state_dir", str, "tls", p, "state"),
+        server_name=server_name.lower().rstrip(".") if server_name else None,
+        ip_addresses=tuple(ips),
+        min_version=min_version,
+        watch=watch,
+        poll_delay_ms=poll_delay,
+    )
+
+
+def _admin(table: Mapping[str, Any], base: Path, p: _Problems) -> AdminConfig:
+    _check_keys(table, {"listen", "token_file"}, "admin", p)
+    listen = _address(table, "listen", "admin", p, "127.0.0.1:9900") or Address("127.0.0.1", 9900)
+    return AdminConfig(listen=listen, token_file=base / _get(table, "token_file", str, "admin", p, "state/admin.token"))
+
+
+def parse_http_upstream(text: str) -> HttpUpstream:
+    """`http://host:port` -> HttpUpstream. Raises ValueError with the reason."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme != "http":
+        raise ValueError('an HTTPS upstream is written "http://host:port", for example "http://127.0.0.1:8081"')
+    rest = rest.rstrip("/")
+    if "/" in rest:
+        raise ValueError("an upstream has no path; routes choose paths with path_prefix")
+    if not rest.rpartition(":")[1] or rest.endswith("]"):
+        rest += ":80"
+    address = parse_address(rest)
+    return HttpUpstream(scheme, address.host, address.port)
+
+
+def _routes(table: Mapping[str, Any], path: str, p: _Problems) -> tuple[Route, ...]:
+    routes: list[Route] = []
+    raw = _get(table, "routes", list, path, p, [])
+    for i, route in enumerate(raw):
+        rpath = f"{path}.routes[{i}]"
+        if not isinstance(route, dict):
+            p.add(rpath, "must be a table ([[listeners.routes]])")
+            continue
+        _check_keys(route, {"path_prefix", "host", "upstream"}, rpath, p)
+        upstream = _http_upstream(route, rpath, p)
+        prefix = _get(route, "path_prefix", str, rpath, p, "/")
+        if not prefix.startswith("/"):
+            p.add(f"{rpath}.path_prefix", f'must start with "/", not {prefix!r}')
+        host = _get(route, "host", str, rpath, p, None)
+        if host is not None and not _HOSTNAME.match(host) and not _is_ip(host):
+            p.add(f"{rpath}.host", f"{host!r} is not a host name")
+        if upstream is not None:
+            routes.append(Route(upstream=upstream, path_prefix=prefix, host=host.lower() if host else None))
+    if "upstream" in table:
+        upstream = _http_upstream(table, path, p)
+        if upstream is not None:
+            routes.append(Route(upstream=upstream))
+    return tuple(routes)
+
+
+def _http_upstream(table: Mapping[str, Any], path: str, p: _Problems) -> HttpUpstream | None:
+    text = _get(table, "upstream", str, path, p, None)
+    if text is None:
+        if "upstream" not in table:
+            p.add(f"{path}.upstream", 'is required, for example "http://127.0.0.1:8081"')
+        return None
+    try:
+        return parse_http_upstream(text)
+    except ValueError as e:
+        p.add(f"{path}.upstream", f"{text!r} is not a valid upstream: {e}")
+        return None
+
+
+def _grpc_upstream(table: Mapping[str, Any], path: str, base: Path, p: _Problems) -> GrpcUpstream | None:
+    text = _get(table, "upstream", str, path, p, None)
+    ca = _get(table, "upstream_ca", str, path, p, None)
+    if text is None:
+        if "upstream" not in table:
+            p.add(f"{path}.upstream", 'is required, for example "127.0.0.1:50051" or "grpcs://10.0.0.7:443"')
+        return None
+    tls = text.startswith("grpcs://")
+    try:
+        address = parse_address(text.removeprefix("grpcs://").removeprefix("grpc://"))
+    except ValueError as e:
+        p.add(f"{path}.upstream", f"{text!r} is not a valid gRPC upstream: {e}")
+        return None
+    if ca is not None and not tls:
+        p.add(f"{path}.upstream_ca", 'applies only to a TLS upstream ("grpcs://host:port")')
+    return GrpcUpstream(address=address, tls=tls, ca_file=base / ca if ca else None)
+
+
+_LISTENER_KEYS = {
+    "https": {"routes", "upstream"},
+    "grpc": {"upstream", "upstream_ca", "max_connection_age", "max_message_bytes"},
+    "http-redirect": {"redirect_port"},
+}
+
+
+def _listener(
+    table: Mapping[str, Any], i: int, server: ServerConfig, base: Path, p: _Problems, https_port: int
+) -> ListenerConfig | None:
+    path = f"listeners[{i}]"
+    name = _get(table, "name", str, path, p, None)
+    if name is None and "name" not in table:
+        p.add(f"{path}.name", 'is required, for example "web"')
+    if name is not None:
+        path = f"listeners[{i}] ({name})"
+    protocol = _get(table, "protocol", str, path, p, None)
+    if protocol not in PROTOCOLS:
+        p.add(f"{path}.protocol", f'must be "https", "grpc" or "http-redirect", not {protocol!r}')
+        return None
+    allowed = {"name", "protocol", "listen"} | _LISTENER_KEYS[protocol]
+    if protocol != "http-redirect":
+        allowed |= _LIMIT_KEYS
+    _check_keys(table, allowed, path, p)
+    listen = _address(table, "listen", path, p, None)
+    limits = _limits(table, path, server.limits, p)
+    result = ListenerConfig(name=name or f"listener{i}", protocol=protocol, listen=listen or Address("", 0), limits=limits)
+    if protocol == "https":
+        routes = _routes(table, path, p)
+        if not routes and "routes" not in table and "upstream" not in table:
+            p.add(path, 'an https listener needs an upstream ("http://127.0.0.1:8081") or [[listeners.routes]]')
+        return replace(result, routes=routes)
+    if protocol == "grpc":
+        age = float(_get(table, "max_connection_age", (int, float), path, p, 300.0))
+        _positive(age, f"{path}.max_connection_age", p, allow_zero=True)
+        size = _get(table, "max_message_bytes", int, path, p, 4 * 1024 * 1024)
+        _positive(size, f"{path}.max_message_bytes", p)
+        upstream = _grpc_upstream(table, path, base, p)
+        return replace(result, grpc_upstream=upstream, max_connection_age=age, max_message_bytes=size)
+    port = _get(table, "redirect_port", int, path, p, https_port)
+    if not 1 <= port <= 65535:
+        p.add(f"{path}.redirect_port", f"must be a port from 1 to 65535, not {port}")
+    return replace(result, redirect_port=port)
+
+
+def _first_https_port(raw: list[Any]) -> int:
+    for table in raw:
+        if isinstance(table, dict) and table.get("protocol") == "https" and isinstance(table.get("listen"), str):
+            try:
+                return parse_address(table["listen"]).port or 443
+            except ValueError:
+                break
+    return 443
+
+
+def _check_unique(listeners: list[ListenerConfig], admin: AdminConfig, p: _Problems) -> None:
+    names: dict[str, int] = {}
+    addresses: dict[tuple[str, int], str] = {(admin.listen.host, admin.listen.port): "admin.listen"}
+    for i, listener in enumerate(listeners):
+        if listener.name in names:
+            p.add(f"listeners[{i}].name", f"{listener.name!r} is already the name of listeners[{names[listener.name]}]")
+        names.setdefault(listener.name, i)
+        key = (listener.listen.host, listener.listen.port)
+        if listener.listen.port == 0 or not listener.listen.host:
+            continue
+        if key in addresses:
+            p.add(f"listeners[{i}] ({listener.name}).listen", f"{listener.listen} is already used by {addresses[key]}")
+        addresses.setdefault(key, f"listeners[{i}] ({listener.name})")
+
+
+def parse_config(data: str, source: str = "<embedded default>", base_dir: Path = Path(".")) -> Config:
+    """Parse and validate a TOML config. Relative paths are resolved against `base_dir`.
+
+    Raises ConfigError carrying every problem found; anything else is a bug.
+    """
+    p = _Problems(source)
+    try:
+        raw = tomllib.loads(data)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{source}: not valid TOML: {e}"]) from e
+    _check_keys(raw, {"server", "tls", "admin", "listeners"}, "", p)
+    sections: dict[str, Mapping[str, Any]] = {}
+    for name in ("server", "tls", "admin"):
+        sections[name] = _get(raw, name, dict, "", p, {}) if name in raw else {}
+    server = _server(sections["server"], p)
+    tls = _tls(sections["tls"], base_dir, p)
+    admin = _admin(sections["admin"], base_dir, p)
+    raw_listeners = _get(raw, "listeners", list, "", p, [])
+    if not raw_listeners:
+        p.add("listeners", "at least one [[listeners]] table is needed")
+    https_port = _first_https_port(raw_listeners)
+    listeners: list[ListenerConfig] = []
+    for i, table in enumerate(raw_listeners):
+        if not isinstance(table, dict):
+            p.add(f"listeners[{i}]", "must be a table ([[listeners]])")
+            continue
+        listener = _listener(table, i, server, base_dir, p, https_port)
+        if listener is not None:
+            listeners.append(listener)
+    _check_unique(listeners, admin, p)
+    if p.items:
+        raise ConfigError(p.items)
+    return Config(server=server, tls=tls, admin=admin, listeners=tuple(listeners), source=source)
+
+
+def load_config_file(path: Path, read: Callable[[Path], bytes] = Path.read_bytes) -> Config:
+    """Read and parse a config file. Raises ConfigError (also for an unreadable file)."""
+    try:
+        data = read(path).decode("utf-8")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read the config file: {e.strerror or e}"]) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: the config file is not UTF-8 text: {e}"]) from e
+    return parse_config(data, source=str(path), base_dir=path.parent.resolve())
+
+
+def load_default_config(explicit: Path | None, cwd: Path) -> Config:
+    """`--config PATH`, else `config/edge.toml` under `cwd` if present, else the embedded default."""
+    if explicit is not None:
+        return load_config_file(explicit)
+    candidate = cwd / DEFAULT_CONFIG_PATH
+    if candidate.is_file():
+        return load_config_file(candidate)
+    return parse_config(EMBEDDED_DEFAULT, base_dir=cwd)

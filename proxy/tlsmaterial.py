@@ -1,0 +1,96 @@
+"""The one place that turns a certificate snapshot into TLS library objects.
+
+Builds, per version, an `ssl.SSLContext` for the HTTPS listeners and a gRPC server certificate
+configuration; and, per listener, the long-lived listening context whose `sni_callback` hands each
+new handshake the current version's context. Listeners never parse PEM themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from proxy.certstore.store import Snapshot
+
+log = logging.getLogger("proxy.tls")
+
+# TLS 1.2 suites: forward-secret AEAD only. TLS 1.3 suites are all AEAD already.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+HTTPS_ALPN = ["http/1.1"]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsObjects:
+    """TLS objects for one snapshot. Built once, never mutated after."""
+
+    ssl_context: ssl.SSLContext
+    grpc_config: grpc.ServerCertificateConfiguration
+
+
+def _base_context(min_version: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _VERSIONS[min_version]
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.set_ciphers(TLS12_CIPHERS)
+    context.set_alpn_protocols(HTTPS_ALPN)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    return context
+
+
+def material_context(snapshot: Snapshot, min_version: str = "1.2") -> ssl.SSLContext:
+    """A fresh context holding this snapshot's chain and key.
+
+    `load_cert_chain` reads only files, so the validated bytes pass through a private (0600)
+    temporary file that is removed at once. Raises ssl.SSLError if OpenSSL refuses them.
+    """
+    context = _base_context(min_version)
+    material = snapshot.material
+    fd, path = tempfile.mkstemp(prefix="edge-proxy-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(material.cert_pem + material.key_pem)
+        context.load_cert_chain(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return context
+
+
+def grpc_config(snapshot: Snapshot) -> grpc.ServerCertificateConfiguration:
+    material = snapshot.material
+    return grpc.ssl_server_certificate_configuration([(material.key_pem, material.cert_pem)])
+
+
+def tls_preparer(min_version: str) -> Callable[[Snapshot], TlsObjects]:
+    """The store's `prepare` hook: both listener kinds' objects, built together, off the loop."""
+
+    def prepare(snapshot: Snapshot) -> TlsObjects:
+        return TlsObjects(ssl_context=material_context(snapshot, min_version), grpc_config=grpc_config(snapshot))
+
+    return prepare
+
+
+def listening_context(min_version: str, current: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """The listener's own context: it carries policy (versions, ciphers, ALPN) and swaps in the
+    current version's material context on every full handshake, with SNI or without.
+
+    `current` must be cheap and must not raise: it runs on the event loop in OpenSSL's callback.
+    """
+    context = _base_context(min_version)
+
+    def on_server_name(sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
+        try:
+            sslobj.context = current()
+        except Exception:  # an exception here only resets the connection, silently
+            log.exception("could not select the certificate for a handshake")
+
+    context.sni_callback = on_server_name
+    return context
