@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from proxy.certstore.pem import Material, PrivateKey, parse_material
 from proxy.errors import MaterialError
@@ -219,7 +219,7 @@ def _name_problems(leaf: x509.Certificate, policy: NamePolicy) -> list[str]:
 
 def _usage_problems(leaf: x509.Certificate) -> list[str]:
     try:
-        usages = leaf.extensions.get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE).value
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return []
     allowed = set(usages)

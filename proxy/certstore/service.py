@@ -1,0 +1,209 @@
+"""Certificate intake: the one path from material (directory, upload, start-up) to the store.
+
+Owns the order of things: read, validate, write (uploads), publish, persist, record and report
+rejections. Watcher and admin API call in here; this module does not know about either, nor
+about listeners. Validation runs in a thread; nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from proxy import metrics
+from proxy.certstore import files
+from proxy.certstore.pem import Material
+from proxy.certstore.selfsigned import generate_self_signed, still_fits
+from proxy.certstore.store import CertStore, Offer, Rejection, Snapshot, utcnow
+from proxy.certstore.validate import NamePolicy, ValidMaterial, validate_material
+from proxy.config import TlsConfig
+from proxy.errors import MaterialError, MaterialMissing
+
+log = logging.getLogger("proxy.certstore")
+
+SETTLE_RETRY_SECONDS = 2.0  # INTERFACE 3: re-check a drop that looks half-written for up to 2 s
+SETTLE_RETRY_INTERVAL = 0.1
+
+
+class CertificateService:
+    """Feeds the store. Every public coroutine is safe to call concurrently: intake is serial."""
+
+    def __init__(self, store: CertStore[Any], tls: TlsConfig, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.tls = tls
+        self.policy = NamePolicy(tls.server_name, tls.ip_addresses)
+        self._clock = clock
+        self._intake = asyncio.Lock()
+        self._last_rejected: str | None = None
+        metrics.CERT_EXPIRY.set_function(self._seconds_to_expiry)
+
+    # --- start-up ---------------------------------------------------------------------------
+
+    async def load_initial(self) -> Snapshot:
+        """Serve the directory's material if valid, else the last good, else the self-signed
+        default. Invalid material never stops the start; it is recorded as `last_error`."""
+        async with self._intake:
+            material = None
+            try:
+                material = await asyncio.to_thread(files.read_material_dir, self.tls.cert_dir)
+                valid = await self._validate(material)
+                return (await self._publish(valid, "directory")).snapshot
+            except MaterialMissing:
+                log.info("no certificate in %s yet", self.tls.cert_dir)
+                rejection = None
+            except MaterialError as e:
+                rejection = self._record(e.problems, "directory", _digest(material))
+            snapshot = await self._fallback()
+            if rejection is not None:
+                self.store.reject(rejection.source, rejection.problems)  # the fallback is no fix
+            return snapshot
+
+    async def _fallback(self) -> Snapshot:
+        last = await asyncio.to_thread(files.load_last_good, self.tls.state_dir)
+        if last is not None:
+            try:
+                valid = await self._validate(last[0])
+                log.info("serving the last good certificate from %s", self.tls.state_dir)
+                return (await self._publish(valid, last[1])).snapshot
+            except MaterialError as e:
+                log.warning("the last good certificate in %s is no longer valid: %s", self.tls.state_dir, "; ".join(e.problems))
+        return (await self._publish(await self._self_signed(), "self-signed")).snapshot
+
+    async def _self_signed(self) -> ValidMaterial:
+        now = self._clock()
+        stored = await asyncio.to_thread(files.load_self_signed, self.tls.state_dir)
+        if stored is not None:
+            try:
+                valid = await self._validate(stored)
+                if still_fits(valid.leaf, self.policy, now):
+                    return valid
+            except MaterialError:
+                pass
+        material = await asyncio.to_thread(generate_self_signed, self.policy, now)
+        await asyncio.to_thread(files.save_self_signed, self.tls.state_dir, material)
+        log.info("generated a self-signed certificate in %s", self.tls.state_dir)
+        return await self._validate(material)
+
+    # --- intake -----------------------------------------------------------------------------
+
+    async def upload(self, material: Material) -> Offer:
+        """Validate, write into `cert_dir` as one atomic step, publish as "upload".
+
+        Raises MaterialError (recorded as `last_error`; nothing changed) or OSError when the
+        directory cannot be written (nothing changed either).
+        """
+        async with self._intake:
+            try:
+                valid = await self._validate(material)
+            except MaterialError as e:
+                self._record(e.problems, "upload", None)
+                raise
+            stored = Material(valid.cert_pem, material.key_pem, material.ca_pem)
+            await asyncio.to_thread(files.write_material_dir, self.tls.cert_dir, stored, self._clock())
+            return await self._publish(valid, "upload")
+
+    async def reload(self) -> Offer:
+        """Re-read `cert_dir` now. Missing files leave the serving certificate as it is.
+        Raises MaterialError (recorded) when the material is invalid."""
+        async with self._intake:
+            return await self._read_directory(settle=False)
+
+    async def directory_changed(self) -> None:
+        """The watcher saw the directory settle: re-read, giving a drop that still looks
+        half-written up to two seconds to complete before it is reported. Never raises
+        MaterialError: a rejection is recorded and logged."""
+        async with self._intake:
+            try:
+                await self._read_directory(settle=True)
+            except MaterialError:
+                pass
+
+    async def _read_directory(self, *, settle: bool) -> Offer:
+        deadline = asyncio.get_running_loop().time() + (SETTLE_RETRY_SECONDS if settle else 0.0)
+        while True:
+            retry = asyncio.get_running_loop().time() < deadline
+            try:
+                material = await asyncio.to_thread(files.read_material_dir, self.tls.cert_dir)
+            except MaterialMissing as e:
+                if retry:
+                    await asyncio.sleep(SETTLE_RETRY_INTERVAL)
+                    continue
+                log.info("%s; still serving version %d", e, self.store.current.snapshot.version)
+                return Offer(self.store.current.snapshot, swapped=False)
+            except MaterialError as e:
+                if retry and e.may_settle:
+                    await asyncio.sleep(SETTLE_RETRY_INTERVAL)
+                    continue
+                self._record(e.problems, "directory", None)
+                raise
+            try:
+                valid = await self._validate(material)
+            except MaterialError as e:
+                if retry and e.may_settle:
+                    await asyncio.sleep(SETTLE_RETRY_INTERVAL)
+                    continue
+                self._record(e.problems, "directory", _digest(material))
+                raise
+            return await self._publish(valid, "directory")
+
+    async def _validate(self, material: Material) -> ValidMaterial:
+        return await asyncio.to_thread(validate_material, material, self.policy, self._clock())
+
+    async def _publish(self, valid: ValidMaterial, source: str) -> Offer:
+        before = self.store.current.snapshot if self.store.has_version else None
+        try:
+            offer = await self.store.publish(valid, source)
+        except Exception as e:  # OpenSSL or gRPC refused what validation accepted
+            problem = f"the TLS library refused the material: {e}"
+            self._record([problem], source, None)
+            raise MaterialError([problem]) from e
+        self._last_rejected = None
+        snapshot = offer.snapshot
+        if offer.swapped:
+            metrics.SWAPS.labels(source).inc()
+            metrics.CERT_VERSION.set(snapshot.version)
+            leaf = snapshot.material.leaf
+            log.info(
+                "serving certificate version %d from %s: fingerprint %s, subject %s, expires %s",
+                snapshot.version,
+                source,
+                snapshot.fingerprint,
+                leaf.subject.rfc4514_string(),
+                f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+            )
+        if source != "self-signed" and (offer.swapped or (before and before.material.ca_pem != snapshot.material.ca_pem)):
+            stored = Material(snapshot.material.cert_pem, snapshot.material.key_pem, snapshot.material.ca_pem)
+            try:
+                await asyncio.to_thread(files.save_last_good, self.tls.state_dir, stored, snapshot.source)
+            except OSError as e:
+                log.error("could not keep the serving certificate in %s: %s", self.tls.state_dir, e)
+        return offer
+
+    def _record(self, problems: tuple[str, ...] | list[str], source: str, digest: str | None) -> Rejection:
+        """Record a rejection. The same directory content rejected twice in a row (a second
+        event for an unchanged drop) is counted and logged once."""
+        rejection = self.store.reject(source, problems)
+        if digest is None or digest != self._last_rejected:
+            metrics.REJECTIONS.labels(source).inc()
+            log.warning("rejected certificate from %s: %s", source, "; ".join(problems))
+        self._last_rejected = digest
+        return rejection
+
+    def _seconds_to_expiry(self) -> float:
+        if not self.store.has_version:
+            return 0.0
+        leaf = self.store.current.snapshot.material.leaf
+        return (leaf.not_valid_after_utc - self._clock()).total_seconds()
+
+
+def _digest(material: Material | None) -> str | None:
+    if material is None:
+        return None
+    h = hashlib.sha256(material.cert_pem)
+    h.update(material.key_pem)
+    h.update(material.ca_pem or b"")
+    return h.hexdigest()
