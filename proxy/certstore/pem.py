@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
@@ -93,14 +94,28 @@ def parse_certificates(data: bytes, filename: str, problems: list[str], settling
     if others:
         problems.append(f"{filename} contains {_describe(others)}, which is not a certificate")
     certificates = []
-    for index, block in enumerate(b for b in blocks if b.label == b"CERTIFICATE"):
+    certificate_blocks = [b for b in blocks if b.label == b"CERTIFICATE"]
+    for index, block in enumerate(certificate_blocks):
         try:
-            certificates.append(x509.load_der_x509_certificate(_der(block)))
-        except (ValueError, binascii.Error) as e:
+            certificates.append(_load_certificate(_der(block)))
+        except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm, x509.InvalidVersion) as e:
             problems.append(f"{filename}: certificate {index + 1} cannot be parsed ({_short(e)})")
-    if not certificates and not keys and not others and not truncated:
+    if not certificate_blocks and not keys and not others and not truncated:
         problems.append(f"{filename} holds no certificate")
     return certificates
+
+
+def _load_certificate(der: bytes) -> x509.Certificate:
+    """Load and touch every part validation reads: cryptography parses some of them lazily,
+    and a damaged extension must fail here, as a parse problem, not later."""
+    certificate = x509.load_der_x509_certificate(der)
+    certificate.public_key()
+    for extension in certificate.extensions:
+        _ = extension.value
+    certificate.subject.rfc4514_string()
+    certificate.issuer.rfc4514_string()
+    _ = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    return certificate
 
 
 def parse_private_key(data: bytes, problems: list[str], settling: list[str], filename: str = "tls.key") -> PrivateKey | None:
@@ -138,11 +153,8 @@ def parse_private_key(data: bytes, problems: list[str], settling: list[str], fil
         return None
     try:
         key = serialization.load_der_private_key(_der(block), password=None)
-    except (ValueError, TypeError, binascii.Error) as e:
+    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm) as e:
         problems.append(f"{filename}: the {_KEY_FORMS.get(block.label, 'PEM')} private key cannot be parsed ({_short(e)})")
-        return None
-    except Exception as e:  # noqa: BLE001 - cryptography raises its own types for unsupported keys
-        problems.append(f"{filename}: the private key cannot be used ({_short(e)})")
         return None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         problems.append(f"{filename} holds a {type(key).__name__}, not an RSA, ECDSA or Ed25519 key")

@@ -1,0 +1,167 @@
+"""Test certificates, made fresh by each test run with cryptography: a CA, intermediates and
+leaves with whatever flaw a test needs. Nothing here is ever committed as a file."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from proxy.certstore.pem import Material
+
+NOW = datetime.now(UTC)
+
+
+def new_key(kind: str = "ec") -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    if kind == "rsa1024":
+        return rsa.generate_private_key(65537, 1024)
+    if kind == "rsa":
+        return rsa.generate_private_key(65537, 2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, form: str = "pkcs8") -> bytes:
+    formats = {
+        "pkcs8": serialization.PrivateFormat.PKCS8,
+        "pkcs1": serialization.PrivateFormat.TraditionalOpenSSL,
+        "sec1": serialization.PrivateFormat.TraditionalOpenSSL,
+    }
+    return key.private_bytes(serialization.Encoding.PEM, formats[form], serialization.NoEncryption())
+
+
+@dataclass
+class Issuer:
+    """A CA (root or intermediate) that signs what the test asks for."""
+
+    name: str
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = field(default_factory=new_key)
+    certificate: x509.Certificate | None = None
+    parent: Issuer | None = None
+
+    def __post_init__(self) -> None:
+        if self.certificate is None:
+            signer = self.parent or self
+            self.certificate = _build(
+                subject=self.name,
+                issuer=signer.name,
+                public_key=self.key.public_key(),
+                signing_key=signer.key,
+                ca=True,
+            )
+
+    @property
+    def cert(self) -> x509.Certificate:
+        assert self.certificate is not None
+        return self.certificate
+
+    def intermediate(self, name: str) -> Issuer:
+        return Issuer(name, parent=self)
+
+    def leaf(
+        self,
+        *dns: str,
+        ips: tuple[str, ...] = (),
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        ca: bool = False,
+        usages: tuple[x509.ObjectIdentifier, ...] | None = (ExtendedKeyUsageOID.SERVER_AUTH,),
+        cn: str | None = None,
+    ) -> Leaf:
+        key = key or new_key()
+        certificate = _build(
+            subject=cn or (dns[0] if dns else "leaf"),
+            issuer=self.name,
+            public_key=key.public_key(),
+            signing_key=self.key,
+            dns=dns,
+            ips=ips,
+            not_before=not_before,
+            not_after=not_after,
+            ca=ca,
+            usages=usages,
+        )
+        chain: list[x509.Certificate] = []
+        issuer: Issuer | None = self
+        while issuer is not None and issuer.parent is not None:
+            chain.append(issuer.cert)
+            issuer = issuer.parent
+        return Leaf(certificate, key, tuple(chain))
+
+
+@dataclass
+class Leaf:
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    chain: tuple[x509.Certificate, ...] = ()
+
+    @property
+    def cert_pem(self) -> bytes:
+        """Full chain: the leaf, then intermediates."""
+        return pem(self.certificate) + b"".join(pem(c) for c in self.chain)
+
+    @property
+    def key_pem(self) -> bytes:
+        return key_pem(self.key)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.certificate.fingerprint(hashes.SHA256()).hex()
+
+    def material(self, ca: Issuer | None = None) -> Material:
+        return Material(self.cert_pem, self.key_pem, pem(ca.cert) if ca else None)
+
+    def write(self, directory: Path, ca: Issuer | None = None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "tls.crt").write_bytes(self.cert_pem)
+        (directory / "tls.key").write_bytes(self.key_pem)
+        if ca is not None:
+            (directory / "ca.crt").write_bytes(pem(ca.cert))
+
+
+def _build(
+    *,
+    subject: str,
+    issuer: str,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    signing_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    dns: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    ca: bool = False,
+    usages: tuple[x509.ObjectIdentifier, ...] | None = None,
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or NOW - timedelta(days=1))
+        .not_valid_after(not_after or NOW + timedelta(days=90))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    if usages is not None and not ca:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def ca_and_leaf(*dns: str, ips: tuple[str, ...] = ()) -> tuple[Issuer, Leaf]:
+    """A root, an intermediate under it and a leaf under that: the usual shape of real material."""
+    root = Issuer("Example Root CA")
+    intermediate = root.intermediate("Example Issuing CA")
+    return root, intermediate.leaf(*dns, ips=ips)
