@@ -100,7 +100,7 @@ class Edge:
     async def reload(self) -> None:
         try:
             await self.service.reload()
-        except Exception as e:  # recorded and logged by the service; a reload never takes anything down
+        except Exception as e:  # noqa: BLE001 - recorded and logged by the service; a reload never takes anything down
             log.debug("reload refused: %s", e)
 
     def reload_soon(self) -> None:

@@ -72,7 +72,11 @@ def _load(config: Path | None) -> Config:
 
 def _check_config(path: Path | None) -> int:
     config = _load(path)
-    print(f"{config.source}: ok ({len(config.listeners)} listeners: {', '.join(f'{x.name} {x.protocol} {x.listen}' for x in config.listeners)})")
+    print(
+        f"{config.source}: ok ({len(config.listeners)} listeners: "
+        + ", ".join(f"{x.name} {x.protocol} {x.listen}" for x in config.listeners)
+        + ")"
+    )
     return 0
 
 
@@ -116,9 +120,7 @@ def _print_problems(problems: list[str]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     config = _load(args.config)
     from proxy.app import run_edge  # imported late: `check-config` needs none of the servers
 

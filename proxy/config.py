@@ -21,7 +21,9 @@ DEFAULT_CONFIG_PATH = Path("config/edge.toml")
 PROTOCOLS = ("https", "grpc", "http-redirect")
 WATCH_MODES = ("events", "poll", "off")
 TLS_VERSIONS = ("1.2", "1.3")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
 
 # The default config: everything on loopback, demo upstreams on 8081 (HTTP) and 50051 (gRPC).
 EMBEDDED_DEFAULT = """
@@ -185,18 +187,13 @@ def _nearest(key: str, allowed: set[str]) -> str | None:
     return match[0] if match else None
 
 
-def _get(
-    table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str, p: _Problems, default: Any
-) -> Any:
+def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: str, p: _Problems, default: Any) -> Any:
     if key not in table:
         return default
     value = table[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     # TOML booleans are ints to Python; a bool is never a number here.
-    if isinstance(value, bool) and bool not in kinds:
-        ok = False
-    else:
-        ok = isinstance(value, kinds)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
     if not ok:
         names = " or ".join(_type_name(k) for k in kinds)
         p.add(f"{path}.{key}", f"must be {names}, not {_type_name(type(value))} {value!r}")
@@ -282,12 +279,12 @@ def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
     _check_keys(table, allowed, "tls", p)
     server_name = _get(table, "server_name", str, "tls", p, None)
     if server_name is not None and not _HOSTNAME.match(server_name.removeprefix("*.")):
-        p.add("tls.server_name", f"{server_name!r} is not a DNS name, for example \"vertex.example.com\"")
+        p.add("tls.server_name", f'{server_name!r} is not a DNS name, for example "vertex.example.com"')
     ips_raw = _get(table, "ip_addresses", list, "tls", p, [])
     ips: list[str] = []
     for i, ip in enumerate(ips_raw):
         if not isinstance(ip, str) or not _is_ip(ip):
-            p.add(f"tls.ip_addresses[{i}]", f"{ip!r} is not an IP address, for example \"10.0.0.5\"")
+            p.add(f"tls.ip_addresses[{i}]", f'{ip!r} is not an IP address, for example "10.0.0.5"')
         else:
             ips.append(str(ipaddress.ip_address(ip)))
     if server_name is None and not ips:
@@ -395,9 +392,7 @@ _LISTENER_KEYS = {
 }
 
 
-def _listener(
-    table: Mapping[str, Any], i: int, server: ServerConfig, base: Path, p: _Problems, https_port: int
-) -> ListenerConfig | None:
+def _listener(table: Mapping[str, Any], i: int, server: ServerConfig, base: Path, p: _Problems, https_port: int) -> ListenerConfig | None:
     path = f"listeners[{i}]"
     name = _get(table, "name", str, path, p, None)
     if name is None and "name" not in table:

@@ -55,7 +55,10 @@ def test_single_upstream_routes_everything() -> None:
 
 
 def test_listener_overrides_server_limits() -> None:
-    config = parse_config(MINIMAL.replace('upstream = "http', 'upstream_timeout = 5\nupstream = "http') + "\n[server]\nupstream_timeout = 30\nconnect_timeout = 2\n")
+    config = parse_config(
+        MINIMAL.replace('upstream = "http', 'upstream_timeout = 5\nupstream = "http')
+        + "\n[server]\nupstream_timeout = 30\nconnect_timeout = 2\n"
+    )
     assert config.server.limits.upstream_timeout == 30
     assert config.listeners[0].limits.upstream_timeout == 5
     assert config.listeners[0].limits.connect_timeout == 2
@@ -72,7 +75,7 @@ def test_unknown_top_level_section() -> None:
 
 
 def test_wrong_type() -> None:
-    assert problems_of(MINIMAL + "\n[server]\nworkers = \"two\"\n") == ("edge.toml: server.workers: must be an integer, not a string 'two'",)
+    assert problems_of(MINIMAL + '\n[server]\nworkers = "two"\n') == ("edge.toml: server.workers: must be an integer, not a string 'two'",)
 
 
 def test_bool_is_not_a_number() -> None:
@@ -101,8 +104,10 @@ def test_ipv6_listen() -> None:
 
 
 def test_duplicate_names_and_addresses_and_every_problem_at_once() -> None:
-    text = MINIMAL + MINIMAL.split("\n", 4)[4].replace("[[listeners]]", "[[listeners]]") + '\n[tls.bad]\n'
-    text = MINIMAL + """
+    text = MINIMAL + MINIMAL.split("\n", 4)[4].replace("[[listeners]]", "[[listeners]]") + "\n[tls.bad]\n"
+    text = (
+        MINIMAL
+        + """
 [[listeners]]
 name = "web"
 protocol = "https"
@@ -116,8 +121,9 @@ listen = "127.0.0.1:9443"
   [[listeners.routes]]
   path_prefix = "/v1/"
 """
+    )
     assert problems_of(text) == (
-        "edge.toml: listeners[2] (api).routes[0].upstream: is required, for example \"http://127.0.0.1:8081\"",
+        'edge.toml: listeners[2] (api).routes[0].upstream: is required, for example "http://127.0.0.1:8081"',
         "edge.toml: listeners[1].name: 'web' is already the name of listeners[0]",
         "edge.toml: listeners[1] (web).listen: 127.0.0.1:8443 is already used by listeners[0] (web)",
     )
@@ -131,8 +137,8 @@ def test_listener_on_the_admin_address() -> None:
 
 def test_bad_min_version_and_watch() -> None:
     assert problems_of(MINIMAL.replace("[tls]", '[tls]\nmin_version = "1.1"\nwatch = "inotify"')) == (
-        "edge.toml: tls.min_version: must be \"1.2\" or \"1.3\", not '1.1'",
-        "edge.toml: tls.watch: must be \"events\", \"poll\" or \"off\", not 'inotify'",
+        'edge.toml: tls.min_version: must be "1.2" or "1.3", not \'1.1\'',
+        'edge.toml: tls.watch: must be "events", "poll" or "off", not \'inotify\'',
     )
 
 
@@ -149,10 +155,33 @@ def test_https_listener_needs_an_upstream() -> None:
 
 
 def test_grpc_listener_keys_are_checked_per_protocol() -> None:
-    text = MINIMAL + '\n[[listeners]]\nname = "g"\nprotocol = "grpc"\nlisten = "127.0.0.1:9443"\nupstream = "grpcs://127.0.0.1:50051"\nredirect_port = 3\n'
-    assert problems_of(text) == ("edge.toml: listeners[1] (g).redirect_port: unknown key; allowed keys: " + ", ".join(sorted(
-        {"name", "protocol", "listen", "upstream", "upstream_ca", "max_connection_age", "max_message_bytes",
-         "connect_timeout", "upstream_timeout", "idle_timeout", "handshake_timeout", "header_timeout", "max_body_bytes"})),)
+    text = (
+        MINIMAL
+        + '\n[[listeners]]\nname = "g"\nprotocol = "grpc"\nlisten = "127.0.0.1:9443"\n'
+        + 'upstream = "grpcs://127.0.0.1:50051"\nredirect_port = 3\n'
+    )
+    assert problems_of(text) == (
+        "edge.toml: listeners[1] (g).redirect_port: unknown key; allowed keys: "
+        + ", ".join(
+            sorted(
+                {
+                    "name",
+                    "protocol",
+                    "listen",
+                    "upstream",
+                    "upstream_ca",
+                    "max_connection_age",
+                    "max_message_bytes",
+                    "connect_timeout",
+                    "upstream_timeout",
+                    "idle_timeout",
+                    "handshake_timeout",
+                    "header_timeout",
+                    "max_body_bytes",
+                }
+            )
+        ),
+    )
 
 
 def test_invalid_toml() -> None:

@@ -43,7 +43,9 @@ def mutated(draw: st.DrawFn, data: bytes) -> bytes:
         return data[:at] + draw(st.binary(max_size=40)) + data[at:]
     if kind == "dup":
         return data + data[at:]
-    return data[:at] + draw(st.sampled_from([b"-----END CERTIFICATE-----\n", b"-----BEGIN PRIVATE KEY-----\n", b"\r\n", b"\x00"])) + data[at:]
+    return (
+        data[:at] + draw(st.sampled_from([b"-----END CERTIFICATE-----\n", b"-----BEGIN PRIVATE KEY-----\n", b"\r\n", b"\x00"])) + data[at:]
+    )
 
 
 def _outcome(material: Material) -> None:
@@ -106,11 +108,15 @@ KEYS = {
 @FUZZ
 @given(
     tables=st.dictionaries(
-        st.sampled_from(sorted(KEYS)), st.dictionaries(st.sampled_from(sum(KEYS.values(), [])), _toml_value, max_size=4), max_size=3
+        st.sampled_from(sorted(KEYS)),
+        st.dictionaries(st.sampled_from([key for keys in KEYS.values() for key in keys]), _toml_value, max_size=4),
+        max_size=3,
     ),
     listeners=st.lists(
         st.dictionaries(
-            st.sampled_from(["name", "protocol", "listen", "upstream", "routes", "redirect_port", "idle_timeout"]), _toml_value, max_size=6
+            st.sampled_from(["name", "protocol", "listen", "upstream", "routes", "redirect_port", "idle_timeout"]),
+            _toml_value,
+            max_size=6,
         ),
         max_size=3,
     ),

@@ -103,8 +103,7 @@ def test_wildcard_certificate_covers_server_name(root: Issuer) -> None:
 def test_ca_certificate_as_leaf(root: Issuer, policy: NamePolicy) -> None:
     leaf = root.leaf("edge.example", ca=True, cn="Rogue CA")
     assert problems(leaf.material(), policy) == (
-        "the certificate CN=Rogue CA is a CA certificate, not a server certificate; "
-        "tls.crt must start with the server's own certificate",
+        "the certificate CN=Rogue CA is a CA certificate, not a server certificate; tls.crt must start with the server's own certificate",
     )
 
 
@@ -145,8 +144,7 @@ def test_missing_intermediate(root: Issuer, issuing: Issuer, policy: NamePolicy)
     leaf = issuing.leaf("edge.example")
     material = Material(pem(leaf.certificate), leaf.key_pem, pem(root.cert))
     assert problems(material, policy) == (
-        "the chain does not lead to the CA in ca.crt: is an intermediate missing? "
-        "(CN=edge.example was issued by CN=Example Issuing CA)",
+        "the chain does not lead to the CA in ca.crt: is an intermediate missing? (CN=edge.example was issued by CN=Example Issuing CA)",
     )
 
 
@@ -154,13 +152,17 @@ def test_wrong_ca(issuing: Issuer, policy: NamePolicy) -> None:
     leaf = issuing.leaf("edge.example")
     other = Issuer("Other Root CA")
     assert problems(leaf.material(other), policy) == (
-        "the chain does not lead to the CA in ca.crt: is an intermediate missing? "
-        "(CN=Example Issuing CA was issued by CN=Example Root CA)",
+        "the chain does not lead to the CA in ca.crt: is an intermediate missing? (CN=Example Issuing CA was issued by CN=Example Root CA)",
     )
 
 
 def test_every_problem_is_named_at_once(root: Issuer) -> None:
-    leaf = root.leaf("other.example", key=new_key("rsa1024"), not_after=datetime(2026, 10, 1, tzinfo=UTC), not_before=datetime(2026, 1, 1, tzinfo=UTC))
+    leaf = root.leaf(
+        "other.example",
+        key=new_key("rsa1024"),
+        not_after=datetime(2026, 10, 1, tzinfo=UTC),
+        not_before=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     other_key = root.leaf("x").key_pem
     found = problems(Material(leaf.cert_pem, other_key), NamePolicy("edge.example"))
     assert found == (

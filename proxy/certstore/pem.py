@@ -146,7 +146,9 @@ def parse_private_key(data: bytes, problems: list[str], settling: list[str], fil
         return None
     block = keys[0]
     if block.label == b"ENCRYPTED PRIVATE KEY" or b"ENCRYPTED" in block.headers:
-        problems.append(f"{filename} is encrypted with a passphrase; store it unencrypted (openssl pkey -in {filename} -out {filename}.plain)")
+        problems.append(
+            f"{filename} is encrypted with a passphrase; store it unencrypted (openssl pkey -in {filename} -out {filename}.plain)"
+        )
         return None
     if block.label == b"DSA PRIVATE KEY":
         problems.append(f"{filename} holds a DSA key, which TLS servers do not use; use an ECDSA or RSA key")

@@ -29,7 +29,12 @@ def generate_self_signed(policy: NamePolicy, now: datetime) -> Material:
     names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns]
     names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in policy.ip_addresses]
     common_name = policy.server_name or (policy.ip_addresses[0] if policy.ip_addresses else "localhost")
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edge-proxy self-signed")])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edge-proxy self-signed"),
+        ]
+    )
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -8,6 +8,7 @@ about listeners. Validation runs in a thread; nothing here blocks the event loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -51,7 +52,7 @@ class CertificateService:
             try:
                 material = await asyncio.to_thread(files.read_material_dir, self.tls.cert_dir)
                 valid = await self._validate(material)
-                return (await self._publish(valid, "directory")).snapshot
+                return (await self._publish(valid, await self._origin(valid))).snapshot
             except MaterialMissing:
                 log.info("no certificate in %s yet", self.tls.cert_dir)
                 rejection = None
@@ -61,6 +62,13 @@ class CertificateService:
             if rejection is not None:
                 self.store.reject(rejection.source, rejection.problems)  # the fallback is no fix
             return snapshot
+
+    async def _origin(self, valid: ValidMaterial) -> str:
+        """The directory's material is still "upload" after a restart when an upload wrote it."""
+        last = await asyncio.to_thread(files.load_last_good, self.tls.state_dir)
+        if last is not None and last[1] == "upload" and last[0].cert_pem == valid.cert_pem:
+            return "upload"
+        return "directory"
 
     async def _fallback(self) -> Snapshot:
         last = await asyncio.to_thread(files.load_last_good, self.tls.state_dir)
@@ -117,10 +125,8 @@ class CertificateService:
         half-written up to two seconds to complete before it is reported. Never raises
         MaterialError: a rejection is recorded and logged."""
         async with self._intake:
-            try:
+            with contextlib.suppress(MaterialError):  # recorded and logged already
                 await self._read_directory(settle=True)
-            except MaterialError:
-                pass
 
     async def _read_directory(self, *, settle: bool) -> Offer:
         deadline = asyncio.get_running_loop().time() + (SETTLE_RETRY_SECONDS if settle else 0.0)

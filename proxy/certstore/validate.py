@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,7 +72,8 @@ def validate_material(material: Material, policy: NamePolicy, now: datetime) -> 
             settling = True
     elif _is_ca(leaf):
         problems.append(
-            f"the certificate {_name(leaf)} is a CA certificate, not a server certificate; tls.crt must start with the server's own certificate"
+            f"the certificate {_name(leaf)} is a CA certificate, not a server certificate; "
+            "tls.crt must start with the server's own certificate"
         )
     problems += _chain_problems(certificates)
     if parsed.ca:
@@ -142,7 +144,7 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def _chain_problems(certificates: Sequence[x509.Certificate]) -> list[str]:
     problems = []
-    for child, issuer in zip(certificates, certificates[1:], strict=False):
+    for child, issuer in itertools.pairwise(certificates):
         if not _signed_by(child, issuer):
             problems.append(
                 f"tls.crt: {_name(child)} is not signed by {_name(issuer)}, the certificate after it; "
@@ -156,7 +158,10 @@ def _ca_problems(certificates: Sequence[x509.Certificate], ca: Sequence[x509.Cer
     ca_der = {c.public_bytes(serialization.Encoding.DER) for c in ca}
     if top.public_bytes(serialization.Encoding.DER) in ca_der or any(_signed_by(top, root) for root in ca):
         return []
-    return [f"the chain does not lead to the CA in ca.crt: is an intermediate missing? ({_name(top)} was issued by {top.issuer.rfc4514_string()})"]
+    return [
+        "the chain does not lead to the CA in ca.crt: is an intermediate missing? "
+        f"({_name(top)} was issued by {top.issuer.rfc4514_string()})"
+    ]
 
 
 def _validity_problems(certificates: Sequence[x509.Certificate], now: datetime) -> list[str]:

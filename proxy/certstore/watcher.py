@@ -8,6 +8,7 @@ validation or TLS; content hashes in the store decide whether anything changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
@@ -60,10 +61,8 @@ class DirectoryWatcher:
         self._stop.set()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def _run(self) -> None:
@@ -75,7 +74,7 @@ class DirectoryWatcher:
                     await self._wait_for_directory()
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # the directory vanished under the watch, or the OS refused it
+            except Exception as e:  # noqa: BLE001 - the directory vanished under the watch, or the OS refused it
                 log.warning("watching %s failed (%s); watching again in %.0f s", self.directory, e, RESTART_DELAY)
                 await asyncio.sleep(RESTART_DELAY)
 
