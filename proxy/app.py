@@ -77,6 +77,12 @@ class Edge:
         await self.service.load_initial()
         self._build_listeners()
         try:
+            if self.worker_index == 0:
+                # First, so that probes get an honest 503 while the rest starts.
+                from proxy.admin.server import AdminServer
+
+                self.admin = AdminServer(self.config.admin, self.service, health=lambda: self.healthy)
+                await self.admin.start()
             for listener in self.listeners.values():
                 await listener.start()
             tls = self.config.tls
@@ -85,11 +91,6 @@ class Edge:
                     tls.cert_dir, self.service.directory_changed, polling=tls.watch == "poll", poll_delay_ms=tls.poll_delay_ms
                 )
                 await self.watcher.start()
-            if self.worker_index == 0:
-                from proxy.admin.server import AdminServer
-
-                self.admin = AdminServer(self.config.admin, self.service, health=lambda: self.healthy)
-                await self.admin.start()
         except BaseException:
             await self.stop(0)
             raise

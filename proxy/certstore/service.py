@@ -135,9 +135,7 @@ class CertificateService:
             try:
                 material = await asyncio.to_thread(files.read_material_dir, self.tls.cert_dir)
             except MaterialMissing as e:
-                if retry:
-                    await asyncio.sleep(SETTLE_RETRY_INTERVAL)
-                    continue
+                # Never a rejection, and the missing file's arrival is a change of its own.
                 log.info("%s; still serving version %d", e, self.store.current.snapshot.version)
                 return Offer(self.store.current.snapshot, swapped=False)
             except MaterialError as e:

@@ -84,8 +84,8 @@ class DirectoryWatcher:
             if first:
                 # The watch is in place now; read once to catch whatever changed before it was.
                 first = False
-                await self._on_change()
                 self._armed.set()
+                await self._on_change()
                 log.info("watching %s for certificate changes%s", self.directory, " (polling)" if self._polling else "")
                 if not changes:
                     continue
