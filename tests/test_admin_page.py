@@ -1,0 +1,108 @@
+"""The admin page in a real headless Chromium: token once, paste material, Save, see the outcome."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.admin_helpers import MISMATCHED_KEY, new_upload, running_admin
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    """Debian's chromium: Playwright cannot download its own browser here."""
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing; .ci/run installs it (apt-get install -y chromium)")
+        pytest.skip("install Debian's chromium: apt-get install -y chromium")
+    return path
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    executable = chromium_path()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            yield await context.new_page()
+        finally:
+            await browser.close()
+
+
+async def test_page_uploads_material_and_shows_every_outcome(page: Any, tmp_path: Path) -> None:
+    from playwright.async_api import expect
+
+    script_errors: list[str] = []  # Chromium also logs each 401/422 answer; those are expected
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    page.on("console", lambda m: script_errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None)
+    async with running_admin(tmp_path / "edge") as admin:
+        serving = await admin.certificate()
+        await page.goto(admin.url("/"))
+        await page.screenshot(path=str(tmp_path / "admin-page-token.png"))
+
+        # Asked for the token once; a wrong one is refused in the page, the right one is kept.
+        await page.get_by_label("Token").fill("not-the-token")
+        await page.get_by_role("button", name="Continue").click()
+        await expect(page.get_by_role("alert")).to_contain_text("The token was not accepted")
+        await page.get_by_label("Token").fill(admin.token)
+        await page.get_by_role("button", name="Continue").click()
+        await expect(page.locator("#fingerprint")).to_have_text(serving["fingerprint_sha256"])
+        await expect(page.locator("#source")).to_contain_text("Self-signed")
+        await expect(page.locator("#days-left")).to_contain_text("days left")
+        assert await page.evaluate("sessionStorage.getItem('edge-proxy.admin-token')") == admin.token
+        assert await page.evaluate("localStorage.length") == 0
+
+        # Valid material: saved, and the new fingerprint is shown as the serving one.
+        upload = new_upload()
+        body = upload.body()
+        await page.get_by_label("Certificate", exact=True).fill(body["certificate"])
+        await page.get_by_label("Key", exact=True).fill(body["key"])
+        await page.get_by_label("Certificate authority").fill(body["ca"])
+        await page.get_by_role("button", name="Save").click()
+        result = page.locator("#upload-result")
+        await expect(result).to_contain_text(f"Now serving version {serving['version'] + 1}")
+        await expect(result).to_contain_text(upload.fingerprint)
+        await expect(page.locator("#fingerprint")).to_have_text(upload.fingerprint)
+        await expect(page.locator("#source")).to_contain_text("Uploaded")
+        await expect(page.get_by_label("Key", exact=True)).to_have_value("")
+        assert (await admin.certificate())["fingerprint_sha256"] == upload.fingerprint
+        await page.screenshot(path=str(tmp_path / "admin-page-saved.png"), full_page=True)
+
+        # A mismatched key: every problem shown in the page, the serving certificate unchanged.
+        wrong = new_upload().with_wrong_key()
+        await page.get_by_label("Certificate", exact=True).fill(wrong["certificate"])
+        await page.get_by_label("Key", exact=True).fill(wrong["key"])
+        await page.get_by_label("Certificate authority").fill("")
+        await page.get_by_role("button", name="Save").click()
+        await expect(result).to_contain_text("Not saved")
+        await expect(result.locator("li")).to_have_text([MISMATCHED_KEY])
+        await expect(page.locator("#last-error")).to_contain_text(MISMATCHED_KEY)
+        await expect(page.locator("#fingerprint")).to_have_text(upload.fingerprint)
+        await page.screenshot(path=str(tmp_path / "admin-page-refused.png"), full_page=True)
+
+        # The token survives a reload of the page (same tab), without being asked again.
+        await page.reload()
+        await expect(page.locator("#fingerprint")).to_have_text(upload.fingerprint)
+        await expect(page.locator("#signin")).to_be_hidden()
+    assert script_errors == []
