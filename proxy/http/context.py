@@ -1,0 +1,111 @@
+"""What one listener shares among its connections: limits, metrics, background tasks, the
+registry of open connections and the draining flag.
+
+Built by a listener and handed to every connection it accepts. It holds no protocol logic and
+knows nothing of TLS, parsing or routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from proxy.config import Limits
+from proxy.metrics import ListenerMetrics
+
+log = logging.getLogger("proxy.http")
+
+
+class Closable(Protocol):
+    def drain(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class HttpMetrics:
+    """A listener's series with every label value bound once, so a request pays one increment."""
+
+    __slots__ = ("_errors", "by_class", "series")
+
+    def __init__(self, series: ListenerMetrics) -> None:
+        self.series = series
+        self.by_class = {n: series.requests(f"{n}xx") for n in range(1, 6)}
+        self._errors: dict[str, Counter] = {}
+
+    def request(self, status: int) -> None:
+        counter = self.by_class.get(status // 100)
+        if counter is not None:
+            counter.inc()
+
+    def error(self, kind: str) -> None:
+        counter = self._errors.get(kind)
+        if counter is None:
+            counter = self._errors[kind] = self.series.errors(kind)
+        counter.inc()
+
+
+class TaskSet:
+    """Holds the tasks it starts until they end, so none is garbage-collected mid-flight; logs
+    any that fail, since nobody awaits them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Shared:
+    """State of one listener that its connections read and report to."""
+
+    def __init__(self, name: str, limits: Limits, metrics: HttpMetrics) -> None:
+        self.name = name
+        self.limits = limits
+        self.metrics = metrics
+        self.loop = asyncio.get_running_loop()
+        self.tasks = TaskSet()
+        self.draining = False
+        self.connections: set[Closable] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def opened(self, connection: Closable) -> None:
+        self.connections.add(connection)
+        self._empty.clear()
+
+    def closed(self, connection: Closable) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            self._empty.set()
+
+    async def drain(self, seconds: float) -> None:
+        """Ask every connection to finish what it is doing, wait up to `seconds`, then abort the rest."""
+        self.draining = True
+        for connection in list(self.connections):
+            connection.drain()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._empty.wait()
+        except TimeoutError:
+            log.warning("%s: %d connection(s) still busy after %.1f s of draining; closing them", self.name, len(self.connections), seconds)
+            for connection in list(self.connections):
+                connection.abort()
+        await self.tasks.cancel_all()

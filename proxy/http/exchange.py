@@ -1,0 +1,346 @@
+"""One request/response exchange: a parsed client request, relayed to an upstream and back.
+
+Owns the request body relay (buffered until a connection is bound, then written through), the
+response framing towards the client, the 502/504 decisions, the single retry of an idempotent
+request on a stale pooled connection, and the byte tunnel after a 101. It does not parse client
+bytes (the client connection does and feeds it), and knows nothing of TLS or routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from proxy.http.context import Shared
+from proxy.http.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool, UpstreamUnreachable
+from proxy.http.wire import LAST_CHUNK, Headers, chunk_size_line, client_response_head, edge_response
+
+log = logging.getLogger("proxy.http")
+
+# Why a client connection stops reading; reading resumes when no reason is left.
+PAUSE_UPSTREAM, PAUSE_BUFFER, PAUSE_QUEUE, PAUSE_STOP = 1, 2, 4, 8
+# Request bytes held while no upstream connection is bound yet (connecting, or queued behind a
+# pipelined request): past this the client is paused, so a body is never buffered whole.
+BUFFER_HIGH = 64 * 1024
+
+
+class ClientSide(Protocol):
+    """What an exchange needs from the client connection it answers."""
+
+    @property
+    def writing_paused(self) -> bool: ...
+    def write(self, data: bytes) -> None: ...
+    def write_pieces(self, pieces: list[bytes]) -> None: ...
+    def pause_reading(self, reason: int) -> None: ...
+    def resume_reading(self, reason: int) -> None: ...
+    def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Request:
+    """A client request as the exchange needs it: the head to send upstream, and its framing."""
+
+    __slots__ = ("chunked", "has_body", "head", "http10", "idempotent", "is_head", "keep_alive", "upgrade")
+
+    def __init__(
+        self, head: bytes, *, http10: bool, keep_alive: bool, chunked: bool, has_body: bool, upgrade: bool, idempotent: bool, is_head: bool
+    ) -> None:
+        self.head = head
+        self.http10 = http10
+        self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.has_body = has_body
+        self.upgrade = upgrade
+        self.idempotent = idempotent
+        self.is_head = is_head
+
+
+class Exchange:
+    """Created when a request head is parsed, started when every earlier exchange on its client
+    connection has finished (responses go out in request order), finished exactly once."""
+
+    def __init__(self, client: ClientSide, shared: Shared, request: Request, pool: UpstreamPool | None, local_status: int = 0) -> None:
+        self.client = client
+        self.shared = shared
+        self.request = request
+        self.pool = pool
+        self.local_status = local_status  # an answer from the edge itself (404, 4xx on bad input)
+        self.started = False
+        self.finished = False
+        self.conn: UpstreamConnection | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._reused = False
+        self._retried = False
+        self._body_done = not request.has_body
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._sent_at = 0.0
+        self._resp_started = False
+        self._resp_done = False
+        self._framing = NO_BODY
+        self._rechunk = False
+        self._close_client = False
+        self._out: list[bytes] = []
+        self._tunneling = False
+
+    # --- driven by the client connection -----------------------------------------------------
+
+    def start(self) -> None:
+        self.started = True
+        if self.pool is None:
+            self._answer_locally()
+            return
+        conn = self.pool.take()
+        if conn is None:
+            self._connect()
+        else:
+            self._reused = True
+            self._bind(conn)
+
+    def request_body(self, data: bytes) -> None:
+        if self.request.chunked:
+            data = b"".join((chunk_size_line(len(data)), data, b"\r\n"))
+        self._send(data)
+
+    def request_end(self) -> None:
+        if self.request.chunked:
+            self._send(LAST_CHUNK)  # trailers are not forwarded
+        self._body_done = True
+        if self.conn is not None and not self._resp_started:
+            self._arm_timer()
+
+    def request_failed(self, status: int) -> None:
+        """The rest of the request is unusable (bad chunk, body too large): answer `status` and close."""
+        self._close_client = True
+        if self.started:
+            self._fail(status, "", "")  # the client connection counts its own rejections
+        else:
+            self.pool, self.local_status = None, status
+
+    def tunnel_from_client(self, data: bytes) -> None:
+        if self._tunneling and self.conn is not None:
+            self.conn.write(data)
+        elif not self.finished:
+            self._hold(data)  # sent once the upstream answers 101
+
+    def client_lost(self) -> None:
+        self.finished = True
+        self._cancel_timer()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.detach()
+            conn.close()  # no orphaned upstream work: the upstream sees the disconnect too
+
+    def client_write_paused(self, paused: bool) -> None:
+        if self.conn is not None:
+            if paused:
+                self.conn.pause_reading()
+            else:
+                self.conn.resume_reading()
+
+    # --- driven by the upstream connection (ResponseSink) ------------------------------------
+
+    def on_interim(self, status: int, reason: bytes, headers: Headers) -> None:
+        if not self.request.http10:  # HTTP/1.0 clients do not expect 1xx (RFC 9110 15.2)
+            self._out.append(client_response_head(status, reason, headers))
+
+    def on_head(self, status: int, reason: bytes, headers: Headers, framing: int) -> None:
+        self._head_arrived()
+        request = self.request
+        close = self._must_close()
+        if framing in (NO_BODY, LENGTH):
+            rechunk = False
+        elif request.http10:
+            rechunk, close = False, True  # no chunked for HTTP/1.0: the close ends the body
+        else:
+            rechunk = True  # chunked or close-delimited upstream: re-framed as chunked
+        self._framing, self._rechunk, self._close_client = framing, rechunk, close
+        keep_alive_10 = request.http10 and not close
+        self._out.append(client_response_head(status, reason, headers, chunked=rechunk, close=close, keep_alive_10=keep_alive_10))
+        self.shared.metrics.request(status)
+
+    def on_body(self, data: bytes) -> None:
+        if self._rechunk:
+            self._out += (chunk_size_line(len(data)), data, b"\r\n")
+        else:
+            self._out.append(data)
+
+    def on_end(self) -> None:
+        if self._rechunk:
+            self._out.append(LAST_CHUNK)
+        self._resp_done = True
+
+    def after_data(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            self.client.write_pieces(out)
+        if self._resp_done and not self.finished:
+            self._finish()
+
+    def on_upgrade(self, reason: bytes, headers: Headers, rest: bytes) -> None:
+        if not self.request.upgrade or self.conn is None:
+            self._fail(502, "upstream_protocol", f"upstream {self._upstream()} switched protocols unasked")
+            return
+        self._head_arrived()
+        self._tunneling = True
+        self._out.append(client_response_head(101, reason, headers, upgrade=True))
+        if rest:
+            self._out.append(rest)
+        self.shared.metrics.request(101)
+        if self._buffer:
+            self.conn.write(b"".join(self._buffer))
+            self._buffer, self._buffered = [], 0
+        self.client.resume_reading(PAUSE_BUFFER)
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        self.client.write(data)
+
+    def on_broken(self, reason: str) -> None:
+        self._fail(502, "upstream_protocol", f"upstream {self._upstream()}: {reason}")
+
+    def on_lost(self, exc: Exception | None) -> None:
+        conn, self.conn = self.conn, None
+        if self.finished or conn is None:
+            return
+        if self._tunneling:
+            self.finished = True
+            self.client.close()
+        elif not self._resp_started:
+            if self._reused and not conn.got_bytes and not self._retried and self.request.idempotent and not self.request.has_body:
+                # The upstream closed a pooled connection as we reused it: nothing was processed.
+                self._retried = True
+                self._connect()
+            else:
+                self._fail(502, "upstream_reset", f"upstream {self._upstream()} closed the connection before answering")
+        elif self._framing == UNTIL_CLOSE and not self._resp_done:
+            self.on_end()
+            self.after_data()
+        elif not self._resp_done:
+            self.finished = True
+            self.client.abort()  # a truncated body must not look complete to the client
+
+    def on_write_paused(self, paused: bool) -> None:
+        if paused:
+            self.client.pause_reading(PAUSE_UPSTREAM)
+        else:
+            self.client.resume_reading(PAUSE_UPSTREAM)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.write(data)
+        elif not self.finished:
+            self._hold(data)
+
+    def _hold(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered > BUFFER_HIGH:
+            self.client.pause_reading(PAUSE_BUFFER)
+
+    def _connect(self) -> None:
+        assert self.pool is not None
+        self._connecting = self.shared.tasks.spawn(self._connect_and_bind(self.pool), f"connect {self.pool.upstream}")
+
+    async def _connect_and_bind(self, pool: UpstreamPool) -> None:
+        try:
+            conn = await pool.connect()
+        except UpstreamUnreachable as e:
+            self._connecting = None
+            self._fail(502, "upstream_unreachable", f"upstream {pool.upstream} unreachable: {e}")
+            return
+        self._connecting = None
+        if self.finished:
+            conn.close()
+            return
+        self._reused = False
+        self._bind(conn)
+
+    def _bind(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        conn.attach(self, head_only=self.request.is_head)
+        if self.client.writing_paused:
+            conn.pause_reading()
+        pieces, self._buffer, self._buffered = [self.request.head, *self._buffer], [], 0
+        conn.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        self.client.resume_reading(PAUSE_BUFFER)
+        self._sent_at = self.shared.loop.time()
+        if self._body_done:
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer is None:
+            self._timer = self.shared.loop.call_later(self.shared.limits.upstream_timeout, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self._resp_started and not self.finished:
+            limit = self.shared.limits.upstream_timeout
+            self._fail(504, "upstream_timeout", f"upstream {self._upstream()} sent no response within {limit:g} s")
+
+    def _head_arrived(self) -> None:
+        self._cancel_timer()
+        self._resp_started = True
+        self.shared.metrics.series.upstream_latency.observe(self.shared.loop.time() - self._sent_at)
+
+    def _must_close(self) -> bool:
+        request = self.request
+        # A refused upgrade closes too: the client connection stopped parsing at that request.
+        return self._close_client or not request.keep_alive or not self._body_done or request.upgrade or self.shared.draining
+
+    def _upstream(self) -> str:
+        return str(self.pool.upstream) if self.pool is not None else "?"
+
+    def _answer_locally(self) -> None:
+        close = self._must_close()
+        self._close_client = close
+        keep_alive_10 = self.request.http10 and not close
+        self.client.write(edge_response(self.local_status, close=close, head_only=self.request.is_head, keep_alive_10=keep_alive_10))
+        self.shared.metrics.request(self.local_status)
+        self._resp_started = self._resp_done = True
+        self._finish()
+
+    def _fail(self, status: int, kind: str, why: str) -> None:
+        if self.finished:
+            return
+        self._cancel_timer()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.detach()
+            conn.abort()
+        if kind:
+            self.shared.metrics.error(kind)
+        if why:
+            log.warning("%s: %s (%d)", self.shared.name, why, status)
+        self._out = []
+        if self._resp_started:
+            self.finished = True
+            self.client.abort()
+            return
+        self.pool, self.local_status = None, status
+        self._answer_locally()
+
+    def _finish(self) -> None:
+        self.finished = True
+        self._cancel_timer()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            if conn.keep_alive and conn.done and not conn.dirty and self._body_done and self.pool is not None:
+                self.pool.put(conn)
+            else:
+                conn.detach()
+                conn.close()
+        self.client.resume_reading(PAUSE_UPSTREAM | PAUSE_BUFFER)
+        self.client.exchange_done(self, keep_alive=not self._close_client)

@@ -1,0 +1,390 @@
+"""The client side of an HTTPS listener: one asyncio Protocol per TLS connection.
+
+Owns request parsing (httptools/llhttp, strict), the limits a request head must meet (431, 413,
+400, 505), routing each request, the in-order queue of exchanges that makes pipelining safe, the
+header and idle timeouts, and flow control towards the client. It does not speak to upstreams
+itself (exchanges do) and never sees certificates: the TLS layer below it already did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+
+from proxy.http.context import Shared
+from proxy.http.exchange import PAUSE_QUEUE, PAUSE_STOP, Exchange, Request
+from proxy.http.routing import Router
+from proxy.http.upstream import UpstreamPool
+from proxy.http.wire import IDEMPOTENT, MAX_HEAD_BYTES, MAX_HEADERS, Headers, host_key, scan_request, upstream_request_head, valid_authority
+
+log = logging.getLogger("proxy.http")
+
+# Parsed requests waiting for their turn before the client is paused (pipelining depth).
+MAX_QUEUED = 16
+# Below this, pieces of one response are joined into one TLS record; above, copying costs more.
+_JOIN_BELOW = 16 * 1024
+
+
+# Stands in for a request whose head was refused before it could be understood.
+_NO_REQUEST = Request(b"", http10=False, keep_alive=False, chunked=False, has_body=False, upgrade=False, idempotent=False, is_head=False)
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback: answer `status`, then close the connection."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, shared: Shared, router: Router[UpstreamPool]) -> None:
+        self._shared = shared
+        self._router = router
+        self._loop = shared.loop
+        limits = self._limits = shared.limits
+        self.transport: asyncio.Transport | None = None
+        self._writing_paused = False
+        self._parser = HttpRequestParser(self)
+        self._queue: deque[Exchange] = deque()
+        self._incoming: Exchange | None = None  # the exchange whose request body is arriving
+        self._upgrading: Exchange | None = None  # after an Upgrade request: raw bytes go here
+        self._paused = 0
+        self._stopped = False  # no further request will be read
+        self._closed = False
+        self._kicking = False
+        self._client_ip = b""
+        self._in_head = False
+        self._url = b""
+        self._headers: Headers = []
+        self._head_size = 0
+        self._head_seen = 0
+        self._body_seen = 0
+        self._deadline = 0.0
+        self._deadline_is_header = False
+        self._timer: asyncio.TimerHandle | None = None
+        # One lazily re-armed timer serves both client timeouts: it fires at least this often
+        # while the connection is idle, so a request never pays for a timer of its own.
+        self._period = min(limits.header_timeout, limits.idle_timeout)
+        # asyncio creates the protocol at accept, before the handshake, and reports no failed
+        # handshake; one that has not completed after its timeout has failed.
+        self._handshake_timer: asyncio.TimerHandle | None = self._loop.call_later(limits.handshake_timeout + 1.0, self._handshake_expired)
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self.transport = transport
+        series = self._shared.metrics.series
+        series.handshakes.inc()
+        series.open_connections.inc()
+        self._shared.opened(self)
+        peer = transport.get_extra_info("peername")
+        self._client_ip = str(peer[0]).encode() if peer else b"unknown"
+        if self._shared.draining:
+            self.close()
+        else:
+            self._watch(header=False)
+
+    def data_received(self, data: bytes) -> None:
+        if self._upgrading is not None:
+            self._upgrading.tunnel_from_client(data)
+            return
+        if self._stopped:
+            return
+        was_in_head = self._in_head
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            self._begin_upgrade(data[e.args[0] :])
+        except HttpParserCallbackError as e:
+            reason = e.__context__
+            if not isinstance(reason, _Reject):
+                log.error("%s: request handling failed", self._shared.name, exc_info=reason)
+                self.abort()
+                return
+            self._reject(reason.status)
+        except HttpParserError:
+            if not self._stopped:  # else: bytes after a `Connection: close` request, ignored
+                self._reject(400)
+        else:
+            # A head spread over many reads: count whole reads, since httptools holds a header
+            # it has not finished in memory without telling us (callbacks see only whole ones).
+            if was_in_head and self._in_head:
+                self._head_seen += len(data)
+                if self._head_seen > MAX_HEAD_BYTES:
+                    self._reject(431)
+        self._kick()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = self._stopped = True
+        self._cancel_timers()
+        self._shared.metrics.series.open_connections.dec()
+        self._shared.closed(self)
+        queue, self._queue = self._queue, deque()
+        for exchange in queue:
+            exchange.client_lost()
+        self._incoming = self._upgrading = None
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self._queue:
+            self._queue[0].client_write_paused(True)
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._queue:
+            self._queue[0].client_write_paused(False)
+
+    # --- ClientSide: what exchanges use -------------------------------------------------------
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._writing_paused
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def write_pieces(self, pieces: list[bytes]) -> None:
+        if self.transport is None:
+            return
+        if len(pieces) == 1:
+            self.transport.write(pieces[0])
+        elif sum(map(len, pieces)) < _JOIN_BELOW:
+            self.transport.write(b"".join(pieces))
+        else:
+            self.transport.writelines(pieces)
+
+    def pause_reading(self, reason: int) -> None:
+        if not self._paused and self.transport is not None and not self._closed:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and self.transport is not None and not self._closed:
+                self.transport.resume_reading()
+
+    def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None:
+        if self._queue and self._queue[0] is exchange:
+            self._queue.popleft()
+        if self._incoming is exchange:
+            self._incoming = None
+        if not keep_alive or (self._shared.draining and not self._queue):
+            self.close()
+            return
+        if len(self._queue) <= MAX_QUEUED // 2:
+            self.resume_reading(PAUSE_QUEUE)
+        if self._queue:
+            self._kick()
+        else:
+            self._watch(header=self._in_head)
+
+    def close(self) -> None:
+        """Close after what is written has been sent (TLS close_notify included)."""
+        if not self._closed:
+            self._closed = self._stopped = True
+            self._cancel_timers()
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self._closed = self._stopped = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def drain(self) -> None:
+        """Stop at the next request boundary; exchanges in flight answer with Connection: close."""
+        if not self._queue and self._upgrading is None:
+            self.close()
+
+    # --- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+        self._head_size = self._head_seen = self._body_seen = 0
+        if not self._queue:
+            self._watch(header=True)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD_BYTES:
+            raise _Reject(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._in_head:
+            self._headers.append((name, value))
+        if self._head_size > MAX_HEAD_BYTES or len(self._headers) > MAX_HEADERS:
+            raise _Reject(431)  # trailers count too: httptools holds them in memory as well
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise _Reject(505)
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise _Reject(405)  # an edge, not a forward proxy
+        facts = scan_request(self._headers)
+        http10 = version == "1.0"
+        if facts.host_count > 1 or (facts.host_count == 0 and not http10):
+            raise _Reject(400)  # RFC 9112 3.2: exactly one Host
+        target, path, authority, add_host = self._target(facts.host)
+        limit = self._limits.max_body_bytes
+        if limit and facts.content_length is not None and facts.content_length > limit:
+            raise _Reject(413)
+        pool = self._router.match(host_key(authority), path)
+        chunked = facts.chunked
+        upgrade = parser.should_upgrade()
+        keep_alive = parser.should_keep_alive()
+        if pool is not None:
+            if not authority:  # an HTTP/1.0 request without Host: name the upstream itself
+                authority, add_host = f"{pool.upstream.host}:{pool.upstream.port}".encode(), True
+            head = upstream_request_head(
+                method,
+                target,
+                self._headers,
+                facts,
+                client_ip=self._client_ip,
+                host=authority,
+                add_host=add_host,
+                chunked=chunked,
+                upgrade=upgrade,
+            )
+        else:
+            head = b""
+        request = Request(
+            head,
+            http10=http10,
+            keep_alive=keep_alive,
+            chunked=chunked,
+            has_body=chunked or bool(facts.content_length),
+            upgrade=upgrade,
+            idempotent=method in IDEMPOTENT,
+            is_head=method == b"HEAD",
+        )
+        exchange = Exchange(self, self._shared, request, pool, 0 if pool is not None else 404)
+        self._queue.append(exchange)
+        self._incoming = exchange
+        if len(self._queue) > MAX_QUEUED:
+            self.pause_reading(PAUSE_QUEUE)
+
+    def _target(self, host: bytes | None) -> tuple[bytes, bytes, bytes, bool]:
+        """(target to forward, path to route on, authority, whether Host must be rewritten)."""
+        url = self._url
+        if url.startswith(b"/"):
+            target, path, authority, add_host = url, url.partition(b"?")[0], host or b"", False
+        elif url == b"*" and self._parser.get_method() == b"OPTIONS":
+            target, path, authority, add_host = url, b"/", host or b"", False
+        elif url[:8].lower().startswith((b"http://", b"https://")):
+            # Absolute form: its authority replaces the Host header (RFC 9112 3.2.2).
+            try:
+                parsed = parse_url(url)
+            except HttpParserError:
+                raise _Reject(400) from None
+            authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+            path = parsed.path or b"/"
+            target, add_host = path + (b"?" + parsed.query if parsed.query else b""), True
+        else:
+            raise _Reject(400)
+        if authority and not valid_authority(authority):
+            raise _Reject(400)
+        return target, path, authority, add_host
+
+    def on_body(self, data: bytes) -> None:
+        exchange = self._incoming
+        if exchange is None:
+            return
+        limit = self._limits.max_body_bytes
+        if limit:
+            self._body_seen += len(data)
+            if self._body_seen > limit:
+                raise _Reject(413)  # a chunked body has no length to check up front
+        exchange.request_body(data)
+
+    def on_message_complete(self) -> None:
+        exchange, self._incoming = self._incoming, None
+        if exchange is not None:
+            exchange.request_end()
+            if not exchange.request.keep_alive:
+                self._stopped = True
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        """Start the oldest exchange once everything before it has finished. Runs after each
+        parsed read, so a request that turns out malformed in the same read is never forwarded."""
+        if self._kicking:
+            return
+        self._kicking = True
+        try:
+            while self._queue and not self._queue[0].started and not self._closed:
+                self._queue[0].start()  # may finish at once (a local answer) and pop itself
+        finally:
+            self._kicking = False
+
+    def _reject(self, status: int) -> None:
+        self._stopped = True
+        self.pause_reading(PAUSE_STOP)
+        self._shared.metrics.error("bad_request")
+        exchange, self._incoming = self._incoming, None
+        if exchange is not None:
+            exchange.request_failed(status)
+            return
+        self._queue.append(Exchange(self, self._shared, _NO_REQUEST, None, status))
+
+    def _begin_upgrade(self, rest: bytes) -> None:
+        self._stopped = True  # whatever the upstream answers, this connection parses no more
+        if not self._queue:
+            self.close()
+            return
+        self._upgrading = self._queue[-1]
+        if rest:
+            self._upgrading.tunnel_from_client(rest)
+
+    def _watch(self, *, header: bool) -> None:
+        limits = self._limits
+        self._deadline_is_header = header
+        self._deadline = self._loop.time() + (limits.header_timeout if header else limits.idle_timeout)
+        if self._timer is None and not self._closed:
+            self._timer = self._loop.call_later(self._period, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed or self._queue or self._upgrading is not None:
+            return  # busy: each exchange keeps its own upstream timeout
+        remaining = self._deadline - self._loop.time()
+        if remaining > 0:
+            self._timer = self._loop.call_later(min(remaining, self._period), self._on_timer)
+        elif self._deadline_is_header and self._in_head:
+            self._reject(408)
+            self._kick()
+        else:
+            self.close()  # idle keep-alive connection: close quietly
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if self.transport is None:
+            self._shared.metrics.series.handshake_failures.inc()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._timer, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._handshake_timer = None

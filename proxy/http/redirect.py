@@ -1,0 +1,202 @@
+"""The http-redirect listener: answers every plain-HTTP request with a 308 to the HTTPS port.
+
+Owns its small HTTP/1.1 server: parse (httptools), check the Host, answer at once, keep-alive,
+header and idle timeouts, drain. It needs no upstream, no TLS and no certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+
+from proxy.config import ListenerConfig
+from proxy.http.context import HttpMetrics, Shared
+from proxy.http.listener import bind, bound_port
+from proxy.http.wire import MAX_HEAD_BYTES, MAX_HEADERS, edge_response, host_key, phrase, valid_authority
+from proxy.metrics import for_listener
+
+log = logging.getLogger("proxy.http")
+
+
+def redirect_location(host: bytes, target: bytes, https_port: int) -> bytes | None:
+    """`https://host[:port]/path?query` for a Host value and request target, or None when
+    either is unusable. Port 443 is left out, as browsers write it."""
+    if not host or not valid_authority(host):
+        return None
+    if target.startswith(b"/"):
+        path = target
+    elif target[:8].lower().startswith((b"http://", b"https://")):
+        try:
+            url = parse_url(target)
+        except HttpParserError:
+            return None
+        path = (url.path or b"/") + (b"?" + url.query if url.query else b"")
+    else:
+        return None
+    name = host_key(host)
+    if b":" in name:
+        name = b"[" + name + b"]"
+    port = b"" if https_port == 443 else b":%d" % https_port
+    return b"https://" + name + port + path
+
+
+class _RedirectConnection(asyncio.Protocol):
+    def __init__(self, shared: Shared, https_port: int) -> None:
+        self._shared = shared
+        self._https_port = https_port
+        self._transport: asyncio.Transport | None = None
+        self._parser = HttpRequestParser(self)
+        self._url = b""
+        self._host: bytes | None = None
+        self._hosts = 0
+        self._headers = 0
+        self._has_body = False
+        self._head_size = 0
+        self._in_head = False
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._shared.opened(self)
+        self._shared.metrics.series.open_connections.inc()
+        self._arm(self._shared.limits.idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade:
+            pass  # answered in on_headers_complete; the connection is closing
+        except HttpParserError:
+            status = 431 if self._head_size > MAX_HEAD_BYTES else 400
+            self._answer(edge_response(status, close=True), status, close=True)
+            return
+        if self._in_head:
+            self._head_size += len(data)  # a head still open after a whole read: bound it
+            if self._head_size > 2 * MAX_HEAD_BYTES:
+                self._answer(edge_response(431, close=True), 431, close=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._shared.metrics.series.open_connections.dec()
+        self._shared.closed(self)
+
+    def on_message_begin(self) -> None:
+        self._url, self._host, self._hosts, self._headers, self._head_size = b"", None, 0, 0, 0
+        self._in_head, self._has_body = True, False
+        self._arm(self._shared.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD_BYTES:
+            raise ValueError("request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        self._headers += 1
+        if self._head_size > MAX_HEAD_BYTES or self._headers > MAX_HEADERS:
+            raise ValueError("request head too large")
+        lowered = name.lower()
+        if lowered == b"host":
+            self._host, self._hosts = value, self._hosts + 1
+        elif lowered in (b"content-length", b"transfer-encoding"):
+            self._has_body = value.strip() != b"0"
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        keep_alive = parser.should_keep_alive() and not self._shared.draining
+        # A body would have to be read and thrown away; closing is simpler and just as correct.
+        close = not keep_alive or self._has_body or parser.should_upgrade()
+        location = redirect_location(self._host or b"", self._url, self._https_port) if self._hosts == 1 else None
+        if location is None:
+            self._answer(edge_response(400, close=True, detail="a Host header naming this server is needed"), 400, close=True)
+            return
+        body = b"Redirecting to " + location + b"\n"
+        head = b"HTTP/1.1 308 %s\r\nLocation: %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n" % (
+            phrase(308),
+            location,
+            len(body),
+            b"Connection: close\r\n" if close else b"",
+        )
+        self._answer(head if parser.get_method() == b"HEAD" else head + body, 308, close=close)
+
+    def on_message_complete(self) -> None:
+        if not self._closing:
+            self._arm(self._shared.limits.idle_timeout)
+
+    def _answer(self, response: bytes, status: int, *, close: bool) -> None:
+        if self._closing or self._transport is None:
+            return  # answered already; what follows a closing request is ignored
+        self._shared.metrics.request(status)
+        self._transport.write(response)
+        if close:
+            self.close()
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._shared.loop.call_later(seconds, self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._in_head:
+            self._answer(edge_response(408, close=True), 408, close=True)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def drain(self) -> None:
+        self.close()  # every answer is written at once: nothing is ever in flight here
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class RedirectListener:
+    """Plain HTTP in, `308 Permanent Redirect` to `https://<host>:<redirect_port><target>` out."""
+
+    def __init__(self, config: ListenerConfig, *, reuse_port: bool = False) -> None:
+        self.config = config
+        self._reuse_port = reuse_port
+        self._server: asyncio.Server | None = None
+        self._shared: Shared | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        shared = self._shared = Shared(config.name, config.limits, HttpMetrics(for_listener(config.name)))
+        self._server = await bind(
+            config.name,
+            config,
+            lambda: _RedirectConnection(shared, config.redirect_port),
+            ssl_context=None,
+            reuse_port=self._reuse_port,
+        )
+        log.info("%s: redirecting HTTP on port %d to HTTPS port %d", config.name, self.port, config.redirect_port)
+
+    @property
+    def port(self) -> int:
+        return bound_port(self._server)
+
+    async def stop(self, drain_seconds: float) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        if self._shared is not None:
+            await self._shared.drain(drain_seconds)
+        await server.wait_closed()

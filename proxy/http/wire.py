@@ -1,0 +1,197 @@
+"""HTTP/1.1 message heads as bytes: what a proxy forwards, drops and adds (RFC 9110, RFC 9112).
+
+Pure functions over header lists; no sockets, no event loop, no parser state. They trust what
+llhttp already enforced (one valid Content-Length, chunked last in a request's Transfer-Encoding,
+no control characters in names or values) and add the proxy's own rules on top.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+
+Headers = list[tuple[bytes, bytes]]
+
+# Bounds on a request head, as nginx bounds its large_client_header_buffers: past them, 431.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
+
+# RFC 9110 section 7.6.1, plus the legacy names that old clients still send.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+# Set by the edge itself; a client's own values would let it lie about the scheme or host.
+_REPLACED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+_DROP_FROM_REQUEST = HOP_BY_HOP | _REPLACED
+# RFC 9110 section 9.2.2: only these may be sent twice, so only these may be retried.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+LAST_CHUNK = b"0\r\n\r\n"
+
+_AUTHORITY = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?$")
+_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+class RequestFacts:
+    """What the edge needs to know about a request's headers, gathered in one pass."""
+
+    __slots__ = ("chunked", "content_length", "host", "host_count", "tokens", "upgrade", "xff")
+
+    def __init__(self) -> None:
+        self.host: bytes | None = None
+        self.host_count = 0
+        self.content_length: int | None = None
+        self.chunked = False
+        self.tokens: frozenset[bytes] = frozenset()
+        self.upgrade: bytes | None = None
+        self.xff: bytes | None = None
+
+
+def scan_request(headers: Headers) -> RequestFacts:
+    facts = RequestFacts()
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"host":
+            facts.host_count += 1
+            facts.host = value
+        elif lowered == b"content-length":
+            facts.content_length = int(value)
+        elif lowered == b"transfer-encoding":
+            facts.chunked = True  # llhttp refuses a request whose last coding is not chunked
+        elif lowered == b"connection":
+            facts.tokens = facts.tokens | connection_tokens(value)
+        elif lowered == b"upgrade":
+            facts.upgrade = value
+        elif lowered == b"x-forwarded-for":
+            facts.xff = value if facts.xff is None else facts.xff + b", " + value
+    return facts
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The header names listed in a Connection header: they are hop-by-hop too (RFC 9110 7.6.1)."""
+    return frozenset(token.strip().lower() for token in value.split(b",") if token.strip())
+
+
+def valid_authority(value: bytes) -> bool:
+    """A Host value the edge may route on and repeat: `name`, `ip` or `[v6]`, with an optional port."""
+    return len(value) <= 255 and _AUTHORITY.match(value) is not None
+
+
+def host_key(authority: bytes) -> bytes:
+    """The routing key of a Host value: lowercase, no port, no trailing dot, no IPv6 brackets."""
+    host = authority.lower()
+    if host.startswith(b"["):
+        return host[1 : host.find(b"]")]
+    colon = host.rfind(b":")
+    if colon >= 0:
+        host = host[:colon]
+    return host.rstrip(b".")
+
+
+def upstream_request_head(
+    method: bytes,
+    target: bytes,
+    headers: Headers,
+    facts: RequestFacts,
+    *,
+    client_ip: bytes,
+    host: bytes,
+    add_host: bool,
+    chunked: bool,
+    upgrade: bool,
+) -> bytes:
+    """The head sent upstream: always HTTP/1.1 keep-alive, hop-by-hop dropped, X-Forwarded-* set.
+
+    `host` is the authority the client asked for; `add_host` adds it as Host when the client sent
+    none (HTTP/1.0) or its request target named it (absolute form replaces any Host header).
+    """
+    drop = _DROP_FROM_REQUEST | facts.tokens if facts.tokens else _DROP_FROM_REQUEST
+    out = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in drop or (add_host and lowered == b"host"):
+            continue
+        out += (name, b": ", value, b"\r\n")
+    if add_host:
+        out += (b"Host: ", host, b"\r\n")
+    xff = client_ip if facts.xff is None else facts.xff + b", " + client_ip
+    out += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ", host, b"\r\n")
+    if chunked:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if upgrade and facts.upgrade is not None:
+        out += (b"Connection: upgrade\r\nUpgrade: ", facts.upgrade, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def client_response_head(
+    status: int,
+    reason: bytes,
+    headers: Headers,
+    *,
+    chunked: bool = False,
+    close: bool = False,
+    keep_alive_10: bool = False,
+    upgrade: bool = False,
+) -> bytes:
+    """The head sent to the client: hop-by-hop dropped, our own framing and Connection added.
+
+    `chunked` means the edge re-frames a body of unknown length; `keep_alive_10` answers an
+    HTTP/1.0 client that asked for keep-alive; `upgrade` keeps Upgrade on a 101.
+    """
+    tokens: frozenset[bytes] = frozenset()
+    upgrade_value = b""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"connection":
+            tokens = tokens | connection_tokens(value)
+        elif lowered == b"upgrade":
+            upgrade_value = value
+    drop = HOP_BY_HOP | tokens if tokens else HOP_BY_HOP
+    out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or _PHRASES.get(status, b"Unknown"))]
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in drop or (chunked and lowered == b"content-length"):
+            continue
+        out += (name, b": ", value, b"\r\n")
+    if chunked:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if upgrade:
+        out += (b"Connection: upgrade\r\nUpgrade: ", upgrade_value, b"\r\n")
+    elif close:
+        out.append(b"Connection: close\r\n")
+    elif keep_alive_10:
+        out.append(b"Connection: keep-alive\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def edge_response(status: int, *, close: bool, head_only: bool = False, detail: str = "", keep_alive_10: bool = False) -> bytes:
+    """A complete short plain-text answer from the edge itself (404, 502, 504, 4xx on bad input)."""
+    phrase = _PHRASES.get(status, b"Error")
+    body = b"%d %s%s\n" % (status, phrase, (": " + detail).encode() if detail else b"")
+    connection = b"Connection: close\r\n" if close else (b"Connection: keep-alive\r\n" if keep_alive_10 else b"")
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n" % (
+        status,
+        phrase,
+        len(body),
+        connection,
+    )
+    return head if head_only else head + body
+
+
+def chunk_size_line(size: int) -> bytes:
+    return b"%x\r\n" % size
+
+
+def phrase(status: int) -> bytes:
+    return _PHRASES.get(status, b"Unknown")
