@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
@@ -59,7 +60,8 @@ class _RedirectConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._shared.opened(self)
         self._shared.metrics.series.open_connections.inc()
