@@ -84,10 +84,11 @@ class AdminServer:
         self._stopping = True
         for site in list(runner.sites):
             await site.stop()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout=drain_seconds)
-        except TimeoutError:
-            log.info("admin: %d request(s) still running after %.0f s; closing", self._in_flight, drain_seconds)
+        if not self._idle.is_set():
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=drain_seconds)
+            except TimeoutError:
+                log.info("admin: %d request(s) still running after %.0f s; closing", self._in_flight, drain_seconds)
         await runner.cleanup()
 
     def _application(self) -> web.Application:
