@@ -34,10 +34,20 @@ UNAUTHORIZED = {"error": "unauthorized"}  # the same for a missing and a wrong t
 class AdminServer:
     """Serves the admin API. `start()` returns once it listens; `port` is the bound port."""
 
-    def __init__(self, config: AdminConfig, service: CertificateService, *, health: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        config: AdminConfig,
+        service: CertificateService,
+        *,
+        health: Callable[[], bool],
+        draining: Callable[[], bool] | None = None,
+    ) -> None:
+        """`health`: every listener serves and the watcher watches. `draining`: the edge is
+        stopping; without it, unhealthy after healthy is taken to mean draining."""
         self.config = config
         self.service = service
         self._health = health
+        self._draining = draining
         self._token = ""
         self._page: Page | None = None
         self._runner: web.AppRunner | None = None
@@ -153,8 +163,9 @@ class AdminServer:
         if healthy:
             self._was_healthy = True
             return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
-        # The edge only turns unhealthy after it was healthy when it begins to drain.
-        status = "draining" if self._stopping or self._was_healthy else "starting"
+        # Without `draining`: the edge only turns unhealthy after it was healthy when it drains.
+        draining = self._draining() if self._draining is not None else self._was_healthy
+        status = "draining" if self._stopping or draining else "starting"
         return web.json_response({"status": status}, status=503, headers={"Cache-Control": "no-store"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
