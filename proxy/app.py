@@ -81,7 +81,7 @@ class Edge:
                 # First, so that probes get an honest 503 while the rest starts.
                 from proxy.admin.server import AdminServer
 
-                self.admin = AdminServer(self.config.admin, self.service, health=lambda: self.healthy)
+                self.admin = AdminServer(self.config.admin, self.service, health=lambda: self.healthy, draining=lambda: self.draining)
                 await self.admin.start()
             for listener in self.listeners.values():
                 await listener.start()
