@@ -44,8 +44,8 @@ TRANSPORT_HEADERS = frozenset(
     }
 )
 
-# Multicallables are cached per method name so the hot path does not rebuild one per call. Method
-# names come from clients, so the cache stops growing at this size instead of holding any name.
+# Handlers (and their upstream multicallables) are built once per method name, not once per call.
+# Method names come from clients, so the cache stops growing at this size instead of holding any.
 _METHOD_CACHE_LIMIT = 1024
 
 
@@ -65,30 +65,26 @@ class Passthrough(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships n
         self._channel = channel
         self._upstream = upstream
         self._metrics = metrics
-        self._calls: dict[str, Any] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._upstream_down = False
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        # grpc decides how to drive a handler by inspecting it: it must be (a partial of) an async
-        # generator function, not a plain function that returns an async generator.
-        forward = functools.partial(self._forward, handler_call_details.method)
-        return grpc.stream_stream_rpc_method_handler(forward)
+        method: str = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            # grpc decides how to drive a handler by inspecting it (each call): it must be a
+            # partial of an async generator function, not a function returning a generator.
+            forward = functools.partial(self._forward, self._channel.stream_stream(method))
+            handler = grpc.stream_stream_rpc_method_handler(forward)
+            if len(self._handlers) < _METHOD_CACHE_LIMIT:
+                self._handlers[method] = handler
+        return handler
 
-    def _multicallable(self, method: str) -> Any:
-        multicallable = self._calls.get(method)
-        if multicallable is None:
-            multicallable = self._channel.stream_stream(method)
-            if len(self._calls) < _METHOD_CACHE_LIMIT:
-                self._calls[method] = multicallable
-        return multicallable
-
-    async def _forward(self, method: str, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def _forward(self, multicallable: Any, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         started = time.monotonic()
         # The client's request stream feeds the upstream call directly; grpc pulls from it only as
         # fast as the upstream accepts, so flow control holds end to end.
-        call = self._multicallable(method)(
-            requests, metadata=forwarded_metadata(context.invocation_metadata()), timeout=context.time_remaining()
-        )
+        call = multicallable(requests, metadata=forwarded_metadata(context.invocation_metadata()), timeout=context.time_remaining())
         # Left unchanged only when the call is torn down from outside (client cancel, server drain).
         code = grpc.StatusCode.CANCELLED
         try:
