@@ -1,0 +1,312 @@
+"""The gRPC benchmark: unary calls/s through edge-proxy and through nginx `grpc_pass`, with the
+same certificate and the same upstreams, in one run; prints calls/s, the ratio and CPU per call.
+
+Two upstreams: a grpcio echo server (grpc_upstream.py), and nginx answering a canned gRPC reply
+(grpc-status 0 in the trailers), which is never the bottleneck. Everything listens on 127.0.0.1.
+It stops only the processes it started, by the handles it holds. Run through bench/grpc.sh.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+METHOD = "/bench.Echo/Unary"
+PAYLOAD = bytes(range(100))  # a small protobuf-sized message; its content is opaque to both proxies
+DURATION = int(os.environ.get("DURATION", "10"))
+WARM_UP = int(os.environ.get("WARM_UP", "2"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "4"))
+STREAMS = int(os.environ.get("STREAMS", "16"))
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One length-prefixed gRPC message: no compression flag, 4-byte big-endian length."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class Ports:
+    echo_upstream: int
+    canned_upstream: int
+    edge_echo: int
+    edge_canned: int
+    nginx_echo: int
+    nginx_canned: int
+    admin: int
+
+
+def write_material(work: Path) -> Path:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("edge.example", "127.0.0.1")
+    certs = work / "certs"
+    certs.mkdir()
+    (certs / "tls.crt").write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+    (certs / "tls.key").write_bytes(leaf.private_key_pem.bytes())
+    (work / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    return work / "ca.pem"
+
+
+def edge_config(work: Path, ports: Ports) -> Path:
+    path = work / "edge.toml"
+    path.write_text(f"""
+[server]
+workers = 1
+drain_seconds = 1
+
+[tls]
+cert_dir = "certs"
+state_dir = "state"
+server_name = "edge.example"
+ip_addresses = ["127.0.0.1"]
+watch = "off"
+
+[admin]
+listen = "127.0.0.1:{ports.admin}"
+token_file = "state/admin.token"
+
+[[listeners]]
+name = "grpc-echo"
+protocol = "grpc"
+listen = "127.0.0.1:{ports.edge_echo}"
+upstream = "127.0.0.1:{ports.echo_upstream}"
+
+[[listeners]]
+name = "grpc-canned"
+protocol = "grpc"
+listen = "127.0.0.1:{ports.edge_canned}"
+upstream = "127.0.0.1:{ports.canned_upstream}"
+""")
+    return path
+
+
+def _nginx_main(work: Path, name: str, servers: str) -> Path:
+    temp = work / f"{name}-temp"
+    temp.mkdir()
+    path = work / f"{name}.conf"
+    path.write_text(f"""
+worker_processes 1;
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    # nginx closes a client connection after 1000 requests by default; edge-proxy does not.
+    keepalive_requests 1000000;
+{servers}
+}}
+""")
+    return path
+
+
+def canned_upstream_config(work: Path, ports: Ports) -> Path:
+    """nginx as the upstream that is never the bottleneck: a fixed gRPC reply with grpc-status 0
+    in the trailers, over plaintext h2c. A process of its own, so the nginx edge's CPU is the
+    edge's only.
+
+    The static module answers POST with 405; error_page turns that into the file. The mirror
+    makes nginx read the request body before it answers: answering first leaves a late frame for
+    the finished stream, which nginx's grpc_pass rejects ("upstream sent frame for unknown
+    stream") with a 502. grpc clients, edge-proxy's included, ignore such a frame."""
+    (work / "www").mkdir()
+    (work / "www" / "reply.bin").write_bytes(grpc_frame(PAYLOAD))
+    return _nginx_main(
+        work,
+        "nginx-upstream",
+        f"""
+    server {{
+        listen 127.0.0.1:{ports.canned_upstream} http2;
+        location = /read-body {{ internal; return 204; }}
+        location / {{
+            mirror /read-body;
+            mirror_request_body on;
+            root {work}/www;
+            default_type application/grpc;
+            rewrite ^ /reply.bin break;
+            error_page 405 =200 /reply.bin;
+            add_trailer grpc-status 0 always;
+        }}
+    }}""",
+    )
+
+
+def nginx_edge_config(work: Path, ports: Ports) -> Path:
+    """nginx as the TLS edge: same certificate as edge-proxy, upstream connections kept alive."""
+    return _nginx_main(
+        work,
+        "nginx-edge",
+        f"""
+    upstream echo {{ server 127.0.0.1:{ports.echo_upstream}; keepalive 64; keepalive_requests 1000000; }}
+    upstream canned {{ server 127.0.0.1:{ports.canned_upstream}; keepalive 64; keepalive_requests 1000000; }}
+    ssl_certificate {work}/certs/tls.crt;
+    ssl_certificate_key {work}/certs/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    server {{
+        listen 127.0.0.1:{ports.nginx_echo} ssl http2;
+        location / {{ grpc_pass grpc://echo; }}
+    }}
+    server {{
+        listen 127.0.0.1:{ports.nginx_canned} ssl http2;
+        location / {{ grpc_pass grpc://canned; }}
+    }}""",
+    )
+
+
+class Processes:
+    """The processes this run started, stopped in reverse order by the handles held here."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        self.started.append((name, process))
+        return process
+
+    def stop_all(self) -> None:
+        # SIGTERM: a fast stop for nginx's master (it ends its worker), a clean one for the rest.
+        for _, process in reversed(self.started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process in reversed(self.started):
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live children, from /proc:
+    nginx does its work in a worker, a child of the master this run started."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def wait_until_ok(port: int, ca: Path, deadline: float = 30.0) -> None:
+    check = [sys.executable, str(BENCH / "grpc_check.py"), str(port), str(ca), METHOD, PAYLOAD.hex()]
+    end = time.monotonic() + deadline
+    while True:
+        result = subprocess.run(check, capture_output=True, text=True)
+        if result.returncode == 0:
+            return
+        if time.monotonic() > end:
+            raise SystemExit(f"no gRPC OK on 127.0.0.1:{port}: {result.stdout.strip()} {result.stderr.strip()[-300:]}")
+        time.sleep(0.3)
+
+
+def h2load(port: int, body: Path, pid: int) -> tuple[float, float, str]:
+    """calls/s and the proxy's CPU microseconds per call over one bounded h2load run."""
+    argv = ["h2load", f"--duration={DURATION}", f"--warm-up-time={WARM_UP}", "-c", str(CONNECTIONS), "-m", str(STREAMS)]
+    argv += ["-t", "1", f"--data={body}", "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    argv += [f"https://127.0.0.1:{port}{METHOD}"]
+    cpu_before = cpu_seconds(pid)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=DURATION + WARM_UP + 60)
+    cpu = cpu_seconds(pid) - cpu_before
+    out = result.stdout
+    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    if result.returncode != 0 or rate is None or done is None:
+        raise SystemExit(f"h2load failed on port {port}:\n{out}\n{result.stderr}")
+    calls = int(done.group(2))
+    note = "" if done.group(3) == done.group(4) == "0" else f" ({done.group(3)} failed, {done.group(4)} errored)"
+    # The CPU window includes the warm-up, so CPU per call is over every call made in it.
+    total_calls = calls * (DURATION + WARM_UP) / DURATION
+    return float(rate.group(1)), cpu / max(total_calls, 1) * 1e6, note
+
+
+@contextmanager
+def workdir() -> Iterator[Path]:
+    work = Path(tempfile.mkdtemp(prefix="edge-grpc-bench-"))
+    work.chmod(0o755)  # nginx's worker (not root) reads the canned reply from here
+    try:
+        yield work
+    finally:
+        if os.environ.get("KEEP_WORK"):
+            print(f"work directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    processes = Processes()
+    with workdir() as work:
+        try:
+            return run(work, processes)
+        finally:
+            processes.stop_all()
+
+
+def run(work: Path, processes: Processes) -> int:
+    ports = Ports(*free_ports(7))
+    ca = write_material(work)
+    body = work / "request.bin"
+    body.write_bytes(grpc_frame(PAYLOAD))
+    upstream_argv = [sys.executable, str(BENCH / "grpc_upstream.py"), str(ports.echo_upstream)]
+    processes.start("echo upstream", upstream_argv, work, work / "upstream.log")
+    nginx_argv = ["nginx", "-p", str(work), "-g", "daemon off;", "-c"]
+    processes.start("nginx-upstream", [*nginx_argv, str(canned_upstream_config(work, ports))], work, work / "nginx-upstream.log")
+    nginx = processes.start("nginx-edge", [*nginx_argv, str(nginx_edge_config(work, ports))], work, work / "nginx-edge.log")
+    edge_argv = [sys.executable, "-m", "proxy", "run", "--config", str(edge_config(work, ports)), "--log-level", "warning"]
+    edge = processes.start("edge-proxy", edge_argv, work, work / "edge.log")
+    for port in (ports.edge_echo, ports.edge_canned, ports.nginx_echo, ports.nginx_canned):
+        wait_until_ok(port, ca)
+
+    print(f"# {time.strftime('%Y-%m-%d')}, nproc {os.cpu_count()}, h2load -c {CONNECTIONS} -m {STREAMS} -D {DURATION}s, 100 B unary")
+    print("| upstream | edge-proxy calls/s | nginx grpc_pass calls/s | ratio | edge-proxy CPU us/call | nginx CPU us/call |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, edge_port, nginx_port in (
+        ("grpcio echo", ports.edge_echo, ports.nginx_echo),
+        ("nginx canned reply", ports.edge_canned, ports.nginx_canned),
+    ):
+        edge_rate, edge_cpu, edge_note = h2load(edge_port, body, edge.pid)
+        nginx_rate, nginx_cpu, nginx_note = h2load(nginx_port, body, nginx.pid)
+        print(
+            f"| {label} | {edge_rate:,.0f}{edge_note} | {nginx_rate:,.0f}{nginx_note} | {edge_rate / nginx_rate:.2f} "
+            f"| {edge_cpu:,.0f} | {nginx_cpu:,.0f} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
