@@ -120,7 +120,9 @@ def _print_problems(problems: list[str]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", stream=sys.stderr
+    )
     config = _load(args.config)
     from proxy.app import run_edge  # imported late: `check-config` needs none of the servers
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import watchfiles
 
 log = logging.getLogger("proxy.watcher")
+# watchfiles logs every batch at INFO; our own lines say what a change led to.
+logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 SETTLE_MS = 200  # INTERFACE 3: the directory is settled after about 200 ms without changes
 MAX_BATCH_MS = 1600  # a directory that never stops changing is still read this often
@@ -102,15 +104,20 @@ class DirectoryWatcher:
         while not parent.is_dir() and parent != parent.parent:
             parent = parent.parent
         log.info("%s does not exist yet; waiting for it to be created", self.directory)
-        async for _changes in self._awatch(parent, recursive=False):
+        on_the_way = {str(self.directory), *(str(p) for p in self.directory.parents)}
+        # Only the folders leading to cert_dir matter; anything else in the parent (a log file
+        # being written, say) must not wake us up.
+        async for _changes in self._awatch(parent, recursive=False, only=lambda _change, path: path in on_the_way):
             self._armed.set()
             if self.directory.is_dir():
                 return
 
-    def _awatch(self, path: Path, *, recursive: bool) -> AsyncGenerator[set[tuple[watchfiles.Change, str]], None]:
+    def _awatch(
+        self, path: Path, *, recursive: bool, only: Callable[[watchfiles.Change, str], bool] | None = None
+    ) -> AsyncGenerator[set[tuple[watchfiles.Change, str]], None]:
         return watchfiles.awatch(
             path,
-            watch_filter=None,
+            watch_filter=only,
             debounce=MAX_BATCH_MS,
             step=SETTLE_MS,
             stop_event=self._stop,

@@ -1,0 +1,99 @@
+"""The process model of `edge-proxy run`: worker processes sharing ports, drain on SIGTERM,
+clear failures at start. Each test runs the real program as a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.certs import Issuer
+from tests.edge_process import EdgeProcess, peer_fingerprint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[int]:
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(4):
+            await response.write(b"tick\n")
+            await asyncio.sleep(0.5)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield port
+    await runner.cleanup()
+
+
+async def test_two_workers_both_serve_the_new_certificate_after_a_swap(tmp_path: Path, upstream: int, root: Issuer) -> None:
+    edge = EdgeProcess(tmp_path, upstream, workers=2)
+    await edge.start()
+    try:
+        deadline = time.monotonic() + 20
+        while edge.log().count("(https) serving on") < 2:  # both processes are up
+            assert time.monotonic() < deadline, edge.log()
+            await asyncio.sleep(0.1)
+        before = await asyncio.to_thread(peer_fingerprint, edge.https_port)
+        leaf = root.leaf("edge.example", ips=("127.0.0.1",))
+        leaf.write(edge.cert_dir)
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(peer_fingerprint, edge.https_port) != leaf.fingerprint:
+            assert time.monotonic() < deadline, edge.log()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # "within a second of a swap" for the other process
+        # SO_REUSEPORT spreads connections by their addresses: 40 fresh connections from
+        # different source ports reach both processes (all on one: odds of 2^-39).
+        seen = {await asyncio.to_thread(peer_fingerprint, edge.https_port) for _ in range(40)}
+        assert seen == {leaf.fingerprint}, f"still serving {before} somewhere"
+        assert edge.log().count(f"from directory: fingerprint {leaf.fingerprint}") == 2
+    finally:
+        await edge.stop()
+
+
+async def test_sigterm_lets_an_in_flight_response_finish_then_exits_0(tmp_path: Path, upstream: int) -> None:
+    edge = EdgeProcess(tmp_path, upstream, drain_seconds=10)
+    await edge.start()
+    connector = aiohttp.TCPConnector(ssl=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(f"https://127.0.0.1:{edge.https_port}/slow") as response:
+            assert response.status == 200
+            first = await response.content.readline()
+            edge.signal(signal.SIGTERM)
+            rest = await response.read()
+        assert first + rest == b"tick\n" * 4
+    assert await edge.wait() == 0
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", edge.https_port), timeout=2):
+        pass
+
+
+async def test_a_port_in_use_exits_1_with_a_clear_message(tmp_path: Path, upstream: int) -> None:
+    edge = EdgeProcess(tmp_path, upstream)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", edge.https_port))
+        taken.listen()
+        edge.write_config()
+        with pytest.raises(AssertionError, match="edge exited with 1"):
+            await edge.start(timeout=20)
+    assert "Traceback" not in edge.log()
+    assert f"127.0.0.1:{edge.https_port}" in edge.log()
