@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -19,6 +20,9 @@ from proxy.metrics import ListenerMetrics
 
 log = logging.getLogger("proxy.http")
 
+# How stale the request and latency series may be (a Prometheus scrape is typically every 15 s).
+FLUSH_SECONDS = 1.0
+
 
 class Closable(Protocol):
     def drain(self) -> None: ...
@@ -27,25 +31,61 @@ class Closable(Protocol):
 
 
 class HttpMetrics:
-    """A listener's series with every label value bound once, so a request pays one increment."""
+    """A listener's series. Requests and upstream latencies are tallied in plain numbers and
+    added to the Prometheus series at most once a second: on the hot path a request then costs
+    two list increments instead of three locks and a bucket search written in Python."""
 
-    __slots__ = ("_errors", "by_class", "series")
+    __slots__ = ("_bounds", "_by_class", "_errors", "_flush", "_latency_counts", "_latency_sum", "_loop", "_requests", "series")
 
     def __init__(self, series: ListenerMetrics) -> None:
         self.series = series
-        self.by_class = {n: series.requests(f"{n}xx") for n in range(1, 6)}
+        self._loop = asyncio.get_running_loop()
+        self._by_class = {n: series.requests(f"{n}xx") for n in range(1, 6)}
         self._errors: dict[str, Counter] = {}
+        self._requests = [0] * 10  # by status // 100; llhttp allows 100..999
+        # prometheus_client has no bulk observe; its histogram keeps one value per bucket.
+        histogram = series.upstream_latency
+        self._bounds: list[float] = list(getattr(histogram, "_upper_bounds", ()))
+        self._latency_counts = [0] * len(self._bounds)
+        self._latency_sum = 0.0
+        self._flush: asyncio.TimerHandle | None = None
 
     def request(self, status: int) -> None:
-        counter = self.by_class.get(status // 100)
-        if counter is not None:
-            counter.inc()
+        self._requests[status // 100] += 1
+        if self._flush is None:
+            self._flush = self._loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def latency(self, seconds: float) -> None:
+        if not self._bounds:
+            self.series.upstream_latency.observe(seconds)
+            return
+        self._latency_counts[bisect_left(self._bounds, seconds)] += 1  # Prometheus buckets are `le`
+        self._latency_sum += seconds
 
     def error(self, kind: str) -> None:
         counter = self._errors.get(kind)
         if counter is None:
             counter = self._errors[kind] = self.series.errors(kind)
         counter.inc()
+
+    def flush(self) -> None:
+        """Add the tallies to the Prometheus series now."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        for status_class, count in enumerate(self._requests):
+            counter = self._by_class.get(status_class)
+            if count and counter is not None:
+                counter.inc(count)
+        self._requests = [0] * 10
+        if any(self._latency_counts):
+            histogram = self.series.upstream_latency
+            for i, count in enumerate(self._latency_counts):
+                if count:
+                    histogram._buckets[i].inc(count)
+            histogram._sum.inc(self._latency_sum)
+            self._latency_counts = [0] * len(self._bounds)
+            self._latency_sum = 0.0
 
 
 class TaskSet:
@@ -109,3 +149,4 @@ class Shared:
             for connection in list(self.connections):
                 connection.abort()
         await self.tasks.cancel_all()
+        self.metrics.flush()

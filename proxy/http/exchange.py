@@ -13,8 +13,9 @@ import logging
 from typing import Protocol
 
 from proxy.http.context import Shared
+from proxy.http.request import Request
 from proxy.http.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool, UpstreamUnreachable
-from proxy.http.wire import LAST_CHUNK, Headers, chunk_size_line, client_response_head, edge_response
+from proxy.http.wire import LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, client_response_head, edge_response
 
 log = logging.getLogger("proxy.http")
 
@@ -35,26 +36,9 @@ class ClientSide(Protocol):
     def pause_reading(self, reason: int) -> None: ...
     def resume_reading(self, reason: int) -> None: ...
     def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None: ...
+    def watch_upstream(self) -> None: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
-
-
-class Request:
-    """A client request as the exchange needs it: the head to send upstream, and its framing."""
-
-    __slots__ = ("chunked", "has_body", "head", "http10", "idempotent", "is_head", "keep_alive", "upgrade")
-
-    def __init__(
-        self, head: bytes, *, http10: bool, keep_alive: bool, chunked: bool, has_body: bool, upgrade: bool, idempotent: bool, is_head: bool
-    ) -> None:
-        self.head = head
-        self.http10 = http10
-        self.keep_alive = keep_alive
-        self.chunked = chunked
-        self.has_body = has_body
-        self.upgrade = upgrade
-        self.idempotent = idempotent
-        self.is_head = is_head
 
 
 class Exchange:
@@ -76,7 +60,7 @@ class Exchange:
         self._body_done = not request.has_body
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self.head_deadline = 0.0  # when the response head is overdue (504); 0 when not waiting
         self._sent_at = 0.0
         self._resp_started = False
         self._resp_done = False
@@ -149,7 +133,7 @@ class Exchange:
         if not self.request.http10:  # HTTP/1.0 clients do not expect 1xx (RFC 9110 15.2)
             self._out.append(client_response_head(status, reason, headers))
 
-    def on_head(self, status: int, reason: bytes, headers: Headers, framing: int) -> None:
+    def on_head(self, status: int, reason: bytes, headers: Headers, facts: ResponseFacts, framing: int) -> None:
         self._head_arrived()
         request = self.request
         close = self._must_close()
@@ -161,7 +145,7 @@ class Exchange:
             rechunk = True  # chunked or close-delimited upstream: re-framed as chunked
         self._framing, self._rechunk, self._close_client = framing, rechunk, close
         keep_alive_10 = request.http10 and not close
-        self._out.append(client_response_head(status, reason, headers, chunked=rechunk, close=close, keep_alive_10=keep_alive_10))
+        self._out.append(client_response_head(status, reason, headers, facts, chunked=rechunk, close=close, keep_alive_10=keep_alive_10))
         self.shared.metrics.request(status)
 
     def on_body(self, data: bytes) -> None:
@@ -276,16 +260,15 @@ class Exchange:
             self._arm_timer()
 
     def _arm_timer(self) -> None:
-        if self._timer is None:
-            self._timer = self.shared.loop.call_later(self.shared.limits.upstream_timeout, self._timed_out)
+        # The client connection's timer watches this deadline: no timer per request.
+        self.head_deadline = self.shared.loop.time() + self.shared.limits.upstream_timeout
+        self.client.watch_upstream()
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.head_deadline = 0.0
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def head_timed_out(self) -> None:
+        self.head_deadline = 0.0
         if not self._resp_started and not self.finished:
             limit = self.shared.limits.upstream_timeout
             self._fail(504, "upstream_timeout", f"upstream {self._upstream()} sent no response within {limit:g} s")
@@ -293,7 +276,7 @@ class Exchange:
     def _head_arrived(self) -> None:
         self._cancel_timer()
         self._resp_started = True
-        self.shared.metrics.series.upstream_latency.observe(self.shared.loop.time() - self._sent_at)
+        self.shared.metrics.latency(self.shared.loop.time() - self._sent_at)
 
     def _must_close(self) -> bool:
         request = self.request

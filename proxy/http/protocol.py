@@ -13,13 +13,14 @@ import logging
 from collections import deque
 from typing import cast
 
-from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from proxy.http.context import Shared
-from proxy.http.exchange import PAUSE_QUEUE, PAUSE_STOP, Exchange, Request
+from proxy.http.exchange import PAUSE_QUEUE, PAUSE_STOP, Exchange
+from proxy.http.request import Refused, Request, interpret
 from proxy.http.routing import Router
 from proxy.http.upstream import UpstreamPool
-from proxy.http.wire import IDEMPOTENT, MAX_HEAD_BYTES, MAX_HEADERS, Headers, host_key, scan_request, upstream_request_head, valid_authority
+from proxy.http.wire import MAX_HEAD_BYTES, MAX_HEADERS, Headers
 
 log = logging.getLogger("proxy.http")
 
@@ -30,18 +31,39 @@ _JOIN_BELOW = 16 * 1024
 
 
 # Stands in for a request whose head was refused before it could be understood.
-_NO_REQUEST = Request(b"", http10=False, keep_alive=False, chunked=False, has_body=False, upgrade=False, idempotent=False, is_head=False)
-
-
-class _Reject(Exception):
-    """Raised inside a parser callback: answer `status`, then close the connection."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
+_NO_REQUEST = Request(b"")
 
 
 class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "_body_seen",
+        "_client_ip",
+        "_closed",
+        "_deadline",
+        "_deadline_is_header",
+        "_handshake_timer",
+        "_head_seen",
+        "_head_size",
+        "_headers",
+        "_in_head",
+        "_incoming",
+        "_kicking",
+        "_limits",
+        "_loop",
+        "_parser",
+        "_paused",
+        "_period",
+        "_queue",
+        "_router",
+        "_shared",
+        "_stopped",
+        "_timer",
+        "_upgrading",
+        "_url",
+        "_writing_paused",
+        "transport",
+    )
+
     def __init__(self, shared: Shared, router: Router[UpstreamPool]) -> None:
         self._shared = shared
         self._router = router
@@ -67,9 +89,9 @@ class ClientConnection(asyncio.Protocol):
         self._deadline = 0.0
         self._deadline_is_header = False
         self._timer: asyncio.TimerHandle | None = None
-        # One lazily re-armed timer serves both client timeouts: it fires at least this often
-        # while the connection is idle, so a request never pays for a timer of its own.
-        self._period = min(limits.header_timeout, limits.idle_timeout)
+        # One lazily re-armed timer serves the header, idle and upstream timeouts: it fires at
+        # least this often while one is pending, so a request never pays for a timer of its own.
+        self._period = min(limits.header_timeout, limits.idle_timeout, limits.upstream_timeout)
         # asyncio creates the protocol at accept, before the handshake, and reports no failed
         # handshake; one that has not completed after its timeout has failed.
         self._handshake_timer: asyncio.TimerHandle | None = self._loop.call_later(limits.handshake_timeout + 1.0, self._handshake_expired)
@@ -107,7 +129,7 @@ class ClientConnection(asyncio.Protocol):
             self._begin_upgrade(data[e.args[0] :])
         except HttpParserCallbackError as e:
             reason = e.__context__
-            if not isinstance(reason, _Reject):
+            if not isinstance(reason, Refused):
                 log.error("%s: request handling failed", self._shared.name, exc_info=reason)
                 self.abort()
                 return
@@ -225,89 +247,34 @@ class ClientConnection(asyncio.Protocol):
         self._url += url
         self._head_size += len(url)
         if self._head_size > MAX_HEAD_BYTES:
-            raise _Reject(414)
+            raise Refused(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
         if self._in_head:
             self._headers.append((name, value))
         if self._head_size > MAX_HEAD_BYTES or len(self._headers) > MAX_HEADERS:
-            raise _Reject(431)  # trailers count too: httptools holds them in memory as well
+            raise Refused(431)  # trailers count too: httptools holds them in memory as well
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise _Reject(505)
-        method = parser.get_method()
-        if method == b"CONNECT":
-            raise _Reject(405)  # an edge, not a forward proxy
-        facts = scan_request(self._headers)
-        http10 = version == "1.0"
-        if facts.host_count > 1 or (facts.host_count == 0 and not http10):
-            raise _Reject(400)  # RFC 9112 3.2: exactly one Host
-        target, path, authority, add_host = self._target(facts.host)
-        limit = self._limits.max_body_bytes
-        if limit and facts.content_length is not None and facts.content_length > limit:
-            raise _Reject(413)
-        pool = self._router.match(host_key(authority), path)
-        chunked = facts.chunked
-        upgrade = parser.should_upgrade()
-        keep_alive = parser.should_keep_alive()
-        if pool is not None:
-            if not authority:  # an HTTP/1.0 request without Host: name the upstream itself
-                authority, add_host = f"{pool.upstream.host}:{pool.upstream.port}".encode(), True
-            head = upstream_request_head(
-                method,
-                target,
-                self._headers,
-                facts,
-                client_ip=self._client_ip,
-                host=authority,
-                add_host=add_host,
-                chunked=chunked,
-                upgrade=upgrade,
-            )
-        else:
-            head = b""
-        request = Request(
-            head,
-            http10=http10,
-            keep_alive=keep_alive,
-            chunked=chunked,
-            has_body=chunked or bool(facts.content_length),
-            upgrade=upgrade,
-            idempotent=method in IDEMPOTENT,
-            is_head=method == b"HEAD",
+        request, pool = interpret(
+            parser.get_method(),
+            parser.get_http_version(),
+            self._url,
+            self._headers,
+            self._router,
+            keep_alive=parser.should_keep_alive(),
+            upgrade=parser.should_upgrade(),
+            client_ip=self._client_ip,
+            max_body_bytes=self._limits.max_body_bytes,
         )
         exchange = Exchange(self, self._shared, request, pool, 0 if pool is not None else 404)
         self._queue.append(exchange)
         self._incoming = exchange
         if len(self._queue) > MAX_QUEUED:
             self.pause_reading(PAUSE_QUEUE)
-
-    def _target(self, host: bytes | None) -> tuple[bytes, bytes, bytes, bool]:
-        """(target to forward, path to route on, authority, whether Host must be rewritten)."""
-        url = self._url
-        if url.startswith(b"/"):
-            target, path, authority, add_host = url, url.partition(b"?")[0], host or b"", False
-        elif url == b"*" and self._parser.get_method() == b"OPTIONS":
-            target, path, authority, add_host = url, b"/", host or b"", False
-        elif url[:8].lower().startswith((b"http://", b"https://")):
-            # Absolute form: its authority replaces the Host header (RFC 9112 3.2.2).
-            try:
-                parsed = parse_url(url)
-            except HttpParserError:
-                raise _Reject(400) from None
-            authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
-            path = parsed.path or b"/"
-            target, add_host = path + (b"?" + parsed.query if parsed.query else b""), True
-        else:
-            raise _Reject(400)
-        if authority and not valid_authority(authority):
-            raise _Reject(400)
-        return target, path, authority, add_host
 
     def on_body(self, data: bytes) -> None:
         exchange = self._incoming
@@ -317,7 +284,7 @@ class ClientConnection(asyncio.Protocol):
         if limit:
             self._body_seen += len(data)
             if self._body_seen > limit:
-                raise _Reject(413)  # a chunked body has no length to check up front
+                raise Refused(413)  # a chunked body has no length to check up front
         exchange.request_body(data)
 
     def on_message_complete(self) -> None:
@@ -364,21 +331,37 @@ class ClientConnection(asyncio.Protocol):
         limits = self._limits
         self._deadline_is_header = header
         self._deadline = self._loop.time() + (limits.header_timeout if header else limits.idle_timeout)
+        self.watch_upstream()
+
+    def watch_upstream(self) -> None:
+        """Make sure the timer runs: an exchange has set its `head_deadline`, or the connection
+        went idle. Any timer pending fires within one period, before any new deadline."""
         if self._timer is None and not self._closed:
             self._timer = self._loop.call_later(self._period, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._closed or self._queue or self._upgrading is not None:
-            return  # busy: each exchange keeps its own upstream timeout
-        remaining = self._deadline - self._loop.time()
-        if remaining > 0:
-            self._timer = self._loop.call_later(min(remaining, self._period), self._on_timer)
-        elif self._deadline_is_header and self._in_head:
-            self._reject(408)
-            self._kick()
+        if self._closed or self._upgrading is not None:
+            return
+        now = self._loop.time()
+        if self._queue:
+            deadline = self._queue[0].head_deadline
+            if not deadline:
+                return  # streaming, or waiting for the client: the next exchange re-arms
+            if now >= deadline:
+                self._queue[0].head_timed_out()
+                return
+            remaining = deadline - now
         else:
-            self.close()  # idle keep-alive connection: close quietly
+            remaining = self._deadline - now
+            if remaining <= 0:
+                if self._deadline_is_header and self._in_head:
+                    self._reject(408)
+                    self._kick()
+                else:
+                    self.close()  # idle keep-alive connection: close quietly
+                return
+        self._timer = self._loop.call_later(min(remaining, self._period), self._on_timer)
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None

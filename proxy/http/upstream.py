@@ -14,7 +14,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from proxy.config import HttpUpstream
 from proxy.errors import ProxyError
-from proxy.http.wire import Headers
+from proxy.http.wire import Headers, ResponseFacts, scan_response
 
 # How the body of a final response is delimited.
 NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
@@ -32,7 +32,7 @@ class ResponseSink(Protocol):
     """The one request/response exchange a connection serves at a time."""
 
     def on_interim(self, status: int, reason: bytes, headers: Headers) -> None: ...
-    def on_head(self, status: int, reason: bytes, headers: Headers, framing: int) -> None: ...
+    def on_head(self, status: int, reason: bytes, headers: Headers, facts: ResponseFacts, framing: int) -> None: ...
     def on_body(self, data: bytes) -> None: ...
     def on_end(self) -> None: ...
     def on_upgrade(self, reason: bytes, headers: Headers, rest: bytes) -> None: ...
@@ -46,6 +46,27 @@ class ResponseSink(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """One TCP connection to an upstream. Response events go to the attached sink; after a 101
     it only relays bytes (`tunnel`)."""
+
+    __slots__ = (
+        "_head_only",
+        "_headers",
+        "_in_head",
+        "_parser",
+        "_reason",
+        "_status",
+        "closed",
+        "dirty",
+        "done",
+        "got_bytes",
+        "idle_since",
+        "keep_alive",
+        "pool",
+        "served",
+        "sink",
+        "transport",
+        "tunnel",
+        "writing_paused",
+    )
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
@@ -63,26 +84,25 @@ class UpstreamConnection(asyncio.Protocol):
         self._status = 0
         self._reason = b""
         self._headers: Headers = []
-        self._has_length = False
-        self._transfer_encoding: bytes | None = None
         self._in_head = True
         self.done = False
         self.dirty = False
 
     def attach(self, sink: ResponseSink, *, head_only: bool) -> None:
-        # A fresh parser per exchange: httptools cannot be told that a response answers HEAD,
-        # so after a HEAD its parser would wait for a body; a new one starts clean.
+        # After a HEAD the parser may still wait for the body the headers announced (httptools
+        # cannot be told the request was HEAD); only then does the next exchange need a new one.
+        if self._parser is None or self._head_only:
+            self._parser = HttpResponseParser(self)
         self.sink = sink
         self.served += 1
-        self._parser = HttpResponseParser(self)
         self._head_only = head_only
+        self._status = 0
         self.done = self.got_bytes = False
         if self.writing_paused:
             sink.on_write_paused(True)
 
     def detach(self) -> None:
         self.sink = None
-        self._parser = None
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -159,22 +179,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.dirty = True  # a second response to one request
         self._reason = b""
         self._headers = []
-        self._has_length = False
-        self._transfer_encoding = None
         self._in_head = True
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # trailers: dropped, the edge re-frames bodies itself
-        self._headers.append((name, value))
-        # Length checks first: most headers are neither, and lower() costs an allocation.
-        if len(name) == 14 and name.lower() == b"content-length":
-            self._has_length = True
-        elif len(name) == 17 and name.lower() == b"transfer-encoding":
-            self._transfer_encoding = value
+        if self._in_head:  # else trailers: dropped, the edge re-frames bodies itself
+            self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -187,18 +199,19 @@ class UpstreamConnection(asyncio.Protocol):
                 sink.on_interim(status, self._reason, self._headers)
             return
         self.keep_alive = parser.should_keep_alive()
-        sink.on_head(status, self._reason, self._headers, self._framing(status))
+        facts = scan_response(self._headers)
+        sink.on_head(status, self._reason, self._headers, facts, self._framing(status, facts))
         if self._head_only:
             # The answer to HEAD has no body whatever its headers say (RFC 9110 9.3.2).
             self.done = True
             sink.on_end()
 
-    def _framing(self, status: int) -> int:
+    def _framing(self, status: int, facts: ResponseFacts) -> int:
         if self._head_only or status in (204, 304):
             return NO_BODY
-        if self._transfer_encoding is not None:
-            return CHUNKED if self._transfer_encoding.lower().rstrip().endswith(b"chunked") else UNTIL_CLOSE
-        return LENGTH if self._has_length else UNTIL_CLOSE
+        if facts.transfer_encoding is not None:
+            return CHUNKED if facts.transfer_encoding.lower().rstrip().endswith(b"chunked") else UNTIL_CLOSE
+        return LENGTH if facts.has_length else UNTIL_CLOSE
 
     def on_body(self, data: bytes) -> None:
         if self.done:

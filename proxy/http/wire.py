@@ -41,6 +41,17 @@ _AUTHORITY = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5}
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
+# Only headers of these name lengths can matter to a scan: checking `len(name)` first spares a
+# lower() for most headers on the hot path.
+_REQUEST_SPECIAL = (b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"x-forwarded-for")
+_REQUEST_SPECIAL_LENGTHS = frozenset(len(n) for n in _REQUEST_SPECIAL)
+_RESPONSE_SPECIAL_LENGTHS = frozenset(len(n) for n in (b"content-length", b"transfer-encoding", b"connection", b"upgrade"))
+_REQUEST_DROP_LENGTHS = frozenset(len(n) for n in _DROP_FROM_REQUEST)
+_HOP_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP)
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
 class RequestFacts:
     """What the edge needs to know about a request's headers, gathered in one pass."""
 
@@ -59,6 +70,8 @@ class RequestFacts:
 def scan_request(headers: Headers) -> RequestFacts:
     facts = RequestFacts()
     for name, value in headers:
+        if len(name) not in _REQUEST_SPECIAL_LENGTHS:
+            continue
         lowered = name.lower()
         if lowered == b"host":
             facts.host_count += 1
@@ -76,8 +89,39 @@ def scan_request(headers: Headers) -> RequestFacts:
     return facts
 
 
+class ResponseFacts:
+    """The headers of an upstream response that decide its framing and what the edge drops."""
+
+    __slots__ = ("has_length", "tokens", "transfer_encoding", "upgrade")
+
+    def __init__(self) -> None:
+        self.has_length = False
+        self.transfer_encoding: bytes | None = None
+        self.tokens: frozenset[bytes] = frozenset()
+        self.upgrade = b""
+
+
+def scan_response(headers: Headers) -> ResponseFacts:
+    facts = ResponseFacts()
+    for name, value in headers:
+        if len(name) not in _RESPONSE_SPECIAL_LENGTHS:
+            continue
+        lowered = name.lower()
+        if lowered == b"content-length":
+            facts.has_length = True
+        elif lowered == b"transfer-encoding":
+            facts.transfer_encoding = value
+        elif lowered == b"connection":
+            facts.tokens = facts.tokens | connection_tokens(value)
+        elif lowered == b"upgrade":
+            facts.upgrade = value
+    return facts
+
+
 def connection_tokens(value: bytes) -> frozenset[bytes]:
     """The header names listed in a Connection header: they are hop-by-hop too (RFC 9110 7.6.1)."""
+    if len(value) <= 10 and value.lower() in _PLAIN_CONNECTION:
+        return _NO_TOKENS  # the usual values name no other header
     return frozenset(token.strip().lower() for token in value.split(b",") if token.strip())
 
 
@@ -97,6 +141,13 @@ def host_key(authority: bytes) -> bytes:
     return host.rstrip(b".")
 
 
+def _without(headers: Headers, drop: frozenset[bytes], lengths: frozenset[int], out: list[bytes]) -> None:
+    for name, value in headers:
+        if len(name) in lengths and name.lower() in drop:
+            continue
+        out += (name, b": ", value, b"\r\n")
+
+
 def upstream_request_head(
     method: bytes,
     target: bytes,
@@ -114,13 +165,12 @@ def upstream_request_head(
     `host` is the authority the client asked for; `add_host` adds it as Host when the client sent
     none (HTTP/1.0) or its request target named it (absolute form replaces any Host header).
     """
-    drop = _DROP_FROM_REQUEST | facts.tokens if facts.tokens else _DROP_FROM_REQUEST
+    drop, lengths = _DROP_FROM_REQUEST, _REQUEST_DROP_LENGTHS
+    if facts.tokens or add_host:
+        extra = facts.tokens | {b"host"} if add_host else facts.tokens
+        drop, lengths = drop | extra, lengths | {len(t) for t in extra}
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered in drop or (add_host and lowered == b"host"):
-            continue
-        out += (name, b": ", value, b"\r\n")
+    _without(headers, drop, lengths, out)
     if add_host:
         out += (b"Host: ", host, b"\r\n")
     xff = client_ip if facts.xff is None else facts.xff + b", " + client_ip
@@ -137,6 +187,7 @@ def client_response_head(
     status: int,
     reason: bytes,
     headers: Headers,
+    facts: ResponseFacts | None = None,
     *,
     chunked: bool = False,
     close: bool = False,
@@ -148,25 +199,18 @@ def client_response_head(
     `chunked` means the edge re-frames a body of unknown length; `keep_alive_10` answers an
     HTTP/1.0 client that asked for keep-alive; `upgrade` keeps Upgrade on a 101.
     """
-    tokens: frozenset[bytes] = frozenset()
-    upgrade_value = b""
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == b"connection":
-            tokens = tokens | connection_tokens(value)
-        elif lowered == b"upgrade":
-            upgrade_value = value
-    drop = HOP_BY_HOP | tokens if tokens else HOP_BY_HOP
+    if facts is None:
+        facts = scan_response(headers)
+    drop, lengths = HOP_BY_HOP, _HOP_LENGTHS
+    if facts.tokens or chunked:
+        extra = facts.tokens | {b"content-length"} if chunked else facts.tokens
+        drop, lengths = drop | extra, lengths | {len(t) for t in extra}
     out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or _PHRASES.get(status, b"Unknown"))]
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered in drop or (chunked and lowered == b"content-length"):
-            continue
-        out += (name, b": ", value, b"\r\n")
+    _without(headers, drop, lengths, out)
     if chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade:
-        out += (b"Connection: upgrade\r\nUpgrade: ", upgrade_value, b"\r\n")
+        out += (b"Connection: upgrade\r\nUpgrade: ", facts.upgrade, b"\r\n")
     elif close:
         out.append(b"Connection: close\r\n")
     elif keep_alive_10:
