@@ -125,20 +125,30 @@ def _sample(name: str, listener: str) -> float:
     return REGISTRY.get_sample_value(name, {"listener": listener}) or 0.0
 
 
-async def test_handshakes_failures_and_open_connections_are_counted(pki: Pki) -> None:
+async def test_handshakes_requests_latency_and_open_connections_are_counted(pki: Pki) -> None:
     store = await new_store(pki)
-    config = listener_config((), name="metrics-web", handshake_timeout=0.2)
-    async with running_edge(store, config) as edge:
-        before = _sample("edge_tls_handshakes_total", "metrics-web")
-        _, writer = await tls_connect(edge.port, pki.client_context())
-        await asyncio.sleep(0.05)
-        assert _sample("edge_tls_handshakes_total", "metrics-web") == before + 1
-        assert _sample("edge_open_connections", "metrics-web") == 1
-        writer.close()
-        failures = _sample("edge_tls_handshake_failures_total", "metrics-web")
-        _, garbage = await asyncio.open_connection("127.0.0.1", edge.port)
-        garbage.write(b"GET / HTTP/1.1\r\n\r\n")  # plain HTTP on the TLS port
-        await asyncio.sleep(1.5)  # counted once the handshake timeout (plus a second) has passed
-        assert _sample("edge_tls_handshake_failures_total", "metrics-web") == failures + 1
-        garbage.close()
-        assert _sample("edge_open_connections", "metrics-web") == 0
+    name = "metrics-web"
+    requests_before = REGISTRY.get_sample_value("edge_requests_total", {"listener": name, "code_class": "2xx"}) or 0.0
+    latency_before = _sample("edge_upstream_latency_seconds_count", name)
+    async with upstream() as up:
+        config = listener_config((Route(up.target),), name=name, handshake_timeout=0.2)
+        async with running_edge(store, config) as edge:
+            before = _sample("edge_tls_handshakes_total", name)
+            reader, writer = await tls_connect(edge.port, pki.client_context())
+            await asyncio.sleep(0.05)
+            assert _sample("edge_tls_handshakes_total", name) == before + 1
+            assert _sample("edge_open_connections", name) == 1
+            for _ in range(3):
+                writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert (await read_response(reader)).status == 200
+            writer.close()
+            failures = _sample("edge_tls_handshake_failures_total", name)
+            _, garbage = await asyncio.open_connection("127.0.0.1", edge.port)
+            garbage.write(b"GET / HTTP/1.1\r\n\r\n")  # plain HTTP on the TLS port
+            await asyncio.sleep(1.5)  # counted once the handshake timeout (plus a second) has passed
+            assert _sample("edge_tls_handshake_failures_total", name) == failures + 1
+            garbage.close()
+            assert _sample("edge_open_connections", name) == 0
+    # Request and latency tallies reach Prometheus within a second, and at the latest on stop.
+    assert REGISTRY.get_sample_value("edge_requests_total", {"listener": name, "code_class": "2xx"}) == requests_before + 3
+    assert _sample("edge_upstream_latency_seconds_count", name) == latency_before + 3

@@ -151,6 +151,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = self._stopped = True
+        # The parser holds our bound methods: dropping it breaks that cycle, so the connection is
+        # freed by reference counting instead of waiting for the (costly) cyclic collector.
+        del self._parser
         self._cancel_timers()
         self._shared.metrics.series.open_connections.dec()
         self._shared.closed(self)

@@ -85,6 +85,7 @@ class _RedirectConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        del self._parser  # it holds our bound methods: no cycle left for the collector
         if self._timer is not None:
             self._timer.cancel()
         self._shared.metrics.series.open_connections.dec()

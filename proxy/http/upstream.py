@@ -158,6 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._parser = None  # it holds our bound methods: no cycle left for the collector
         self.pool.forget(self)
         if self.sink is not None:
             self.sink.on_lost(exc)

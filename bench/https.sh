@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# edge-proxy's HTTPS listener against nginx as a TLS reverse proxy, in one run (issue 3).
+#
+# Both proxies serve the same ECDSA P-256 certificate with TLS 1.2 and 1.3 enabled, run one
+# worker pinned to the same core, and forward to the same upstream (a separate nginx serving a
+# 100 B and a 64 KiB static file) over pooled keep-alive connections. wrk and the upstream run
+# on the other cores. Targets alternate within each round. Only 127.0.0.1 is used, every load
+# run is bounded by DURATION, and only processes started here are stopped.
+#
+# Usage: bench/https.sh            (DURATION=10s ROUNDS=2 CONNECTIONS=64 by default)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+EDGE_PORT=${EDGE_PORT:-18443}
+NGINX_PORT=${NGINX_PORT:-18444}
+UPSTREAM_PORT=${UPSTREAM_PORT:-18081}
+
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+    apt-get install -y wrk nginx || { apt-get update && apt-get install -y wrk nginx; }
+fi
+
+workdir=$(mktemp -d /tmp/edge-https-bench.XXXXXX)
+chmod 755 "$workdir"  # nginx workers (not root) read the static files
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+cpus=$(nproc)
+if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
+    proxy_cpu=(taskset -c 0)
+    load_cpu=(taskset -c "1-$((cpus - 1))")
+else
+    proxy_cpu=()
+    load_cpu=()
+fi
+
+wait_for_port() {
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1" >&2
+    exit 1
+}
+
+for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "127.0.0.1:$port is already in use; set UPSTREAM_PORT, NGINX_PORT or EDGE_PORT" >&2
+        exit 1
+    fi
+done
+
+# --- the shared certificate, the static files and both nginx configurations -------------------
+
+"$PYTHON" "$HERE/https_edge.py" cert "$workdir/cert"
+mkdir -p "$workdir/www" "$workdir/upstream/logs" "$workdir/proxy/logs"
+head -c 100 /dev/zero | tr '\0' 'a' >"$workdir/www/100b"
+head -c 65536 /dev/zero | tr '\0' 'b' >"$workdir/www/64k"
+chmod 644 "$workdir/www/"*
+
+common_http='access_log off; keepalive_requests 1000000; keepalive_timeout 75s;'
+cat >"$workdir/upstream/nginx.conf" <<EOF
+worker_processes 1;
+pid $workdir/upstream/nginx.pid;
+error_log $workdir/upstream/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    $common_http
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        root $workdir/www;
+        location / { default_type application/octet-stream; }
+    }
+}
+EOF
+cat >"$workdir/proxy/nginx.conf" <<EOF
+worker_processes 1;
+pid $workdir/proxy/nginx.pid;
+error_log $workdir/proxy/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    $common_http
+    upstream backend {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl;
+        ssl_certificate $workdir/cert/tls.crt;
+        ssl_certificate_key $workdir/cert/tls.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_set_header X-Forwarded-Host \$host;
+            # Room for a whole 64 KiB answer in memory: no temp files on nginx's side.
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+        }
+    }
+}
+EOF
+
+# --- start the upstream and both proxies --------------------------------------------------------
+
+"${load_cpu[@]}" nginx -p "$workdir/upstream" -c "$workdir/upstream/nginx.conf" -g "daemon off;" &
+pids+=($!)
+"${proxy_cpu[@]}" nginx -p "$workdir/proxy" -c "$workdir/proxy/nginx.conf" -g "daemon off;" &
+nginx_pid=$!
+pids+=("$nginx_pid")
+(cd "$ROOT" && exec "${proxy_cpu[@]}" "$PYTHON" "$HERE/https_edge.py" serve --cert-dir "$workdir/cert" --port "$EDGE_PORT" \
+    --upstream-port "$UPSTREAM_PORT" 2>"$workdir/edge.log") &
+edge_pid=$!
+pids+=("$edge_pid")
+for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT"; do wait_for_port "$port"; done
+
+# CPU ticks (user + system) of a process and its children: nginx's worker does nginx's work.
+ticks() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
+declare -A requests seconds cpu
+run() {  # run SCENARIO TARGET PID PORT PATH [wrk args...]
+    local scenario=$1 target=$2 pid=$3 port=$4 path=$5
+    shift 5
+    local before after out
+    before=$(ticks "$pid")
+    out=$("${load_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$@" "https://127.0.0.1:$port$path")
+    after=$(ticks "$pid")
+    if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
+        echo "warning: $target, $scenario: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ')" >&2
+    fi
+    local count secs
+    read -r count secs < <(awk '/requests in/ {gsub("s,", "", $4); print $1, $4}' <<<"$out")
+    local key="$scenario|$target"
+    requests[$key]=$((${requests[$key]:-0} + count))
+    seconds[$key]=$(awk -v a="${seconds[$key]:-0}" -v b="$secs" 'BEGIN {print a + b}')
+    cpu[$key]=$((${cpu[$key]:-0} + after - before))
+}
+
+scenarios=("keep-alive 100 B|/100b|" "keep-alive 64 KiB|/64k|" "new TLS connection per request|/100b|Connection: close")
+echo "warming up..." >&2
+DURATION=2s run warmup edge "$edge_pid" "$EDGE_PORT" /100b
+DURATION=2s run warmup nginx "$nginx_pid" "$NGINX_PORT" /100b
+for round in $(seq "$ROUNDS"); do
+    for entry in "${scenarios[@]}"; do
+        IFS='|' read -r scenario path header <<<"$entry"
+        for target in edge nginx; do
+            if [ "$target" = edge ]; then pid=$edge_pid port=$EDGE_PORT; else pid=$nginx_pid port=$NGINX_PORT; fi
+            echo "round $round: $scenario: $target" >&2
+            if [ -n "$header" ]; then
+                run "$scenario" "$target" "$pid" "$port" "$path" -H "$header"
+            else
+                run "$scenario" "$target" "$pid" "$port" "$path"
+            fi
+        done
+    done
+done
+
+echo
+echo "$(date -u +%Y-%m-%d), nproc $cpus, $(nginx -v 2>&1 | sed 's/.*: //'), $($PYTHON -V), wrk -t1 -c$CONNECTIONS -d$DURATION x $ROUNDS rounds"
+echo
+echo "| scenario | edge-proxy req/s | nginx req/s | req/s ours/nginx | edge-proxy CPU us/req | nginx CPU us/req | CPU ours/nginx |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+for entry in "${scenarios[@]}"; do
+    IFS='|' read -r scenario _ _ <<<"$entry"
+    e="$scenario|edge" n="$scenario|nginx"
+    awk -v s="$scenario" -v er="${requests[$e]}" -v es="${seconds[$e]}" -v ec="${cpu[$e]}" \
+        -v nr="${requests[$n]}" -v ns="${seconds[$n]}" -v nc="${cpu[$n]}" -v hz="$hz" 'BEGIN {
+        erps = er / es; nrps = nr / ns
+        ecpu = ec / hz / er * 1e6; ncpu = nc / hz / nr * 1e6
+        printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |\n", s, erps, nrps, erps / nrps, ecpu, ncpu, ecpu / ncpu
+    }'
+done
+if [ -s "$workdir/edge.log" ]; then
+    echo "edge-proxy logged $(wc -l <"$workdir/edge.log") line(s); the last ones:" >&2
+    tail -5 "$workdir/edge.log" >&2
+fi
