@@ -18,6 +18,7 @@ from tests.https_helpers import (
     Pki,
     RawUpstream,
     Upstream,
+    closed_by_peer,
     exchange_raw,
     listener_config,
     new_store,
@@ -359,3 +360,28 @@ async def test_a_client_that_disconnects_closes_its_upstream_connection(store: C
         await reader.readuntil(b"partial")
         writer.close()
         await asyncio.wait_for(upstream_saw_close.wait(), 5)
+
+
+async def test_a_refused_upgrade_is_answered_and_its_early_bytes_never_reach_the_upstream(
+    store: CertStore[TlsObjects], client_tls: ssl.SSLContext
+) -> None:
+    received = bytearray()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            received.extend(await read_request_head(reader))
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno")
+
+    async with RawUpstream(serve) as raw, running_edge(store, listener_config((Route(raw.target),))) as edge:
+        reader, writer = await tls_connect(edge.port, client_tls)
+        try:
+            writer.write(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nEARLY-FRAME-BYTES")
+            response = await read_response(reader)
+            assert (response.status, response.body, response.header("connection")) == (400, b"no", "close")
+            assert await closed_by_peer(reader)
+        finally:
+            writer.close()
+        response = await exchange_raw(edge.port, client_tls, b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert response.status == 400
+        assert raw.connections == 2  # the refused upgrade's connection was not reused
+        assert b"EARLY-FRAME-BYTES" not in received

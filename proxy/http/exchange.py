@@ -45,6 +45,32 @@ class Exchange:
     """Created when a request head is parsed, started when every earlier exchange on its client
     connection has finished (responses go out in request order), finished exactly once."""
 
+    __slots__ = (
+        "_body_done",
+        "_buffer",
+        "_buffered",
+        "_close_client",
+        "_connecting",
+        "_framing",
+        "_out",
+        "_rechunk",
+        "_resp_done",
+        "_resp_started",
+        "_retried",
+        "_reused",
+        "_sent_at",
+        "_tunneling",
+        "client",
+        "conn",
+        "finished",
+        "head_deadline",
+        "local_status",
+        "pool",
+        "request",
+        "shared",
+        "started",
+    )
+
     def __init__(self, client: ClientSide, shared: Shared, request: Request, pool: UpstreamPool | None, local_status: int = 0) -> None:
         self.client = client
         self.shared = shared
@@ -252,9 +278,12 @@ class Exchange:
         conn.attach(self, head_only=self.request.is_head)
         if self.client.writing_paused:
             conn.pause_reading()
-        pieces, self._buffer, self._buffered = [self.request.head, *self._buffer], [], 0
-        conn.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-        self.client.resume_reading(PAUSE_BUFFER)
+        if self.request.upgrade:
+            conn.write(self.request.head)  # bytes after an Upgrade request wait for the 101
+        else:
+            pieces, self._buffer, self._buffered = [self.request.head, *self._buffer], [], 0
+            conn.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            self.client.resume_reading(PAUSE_BUFFER)
         self._sent_at = self.shared.loop.time()
         if self._body_done:
             self._arm_timer()
@@ -320,7 +349,9 @@ class Exchange:
         self._cancel_timer()
         conn, self.conn = self.conn, None
         if conn is not None:
-            if conn.keep_alive and conn.done and not conn.dirty and self._body_done and self.pool is not None:
+            # After a refused Upgrade the upstream may be waiting for the other protocol: never reuse.
+            reusable = conn.keep_alive and conn.done and not conn.dirty and self._body_done and not self.request.upgrade
+            if reusable and self.pool is not None:
                 self.pool.put(conn)
             else:
                 conn.detach()
