@@ -234,24 +234,31 @@ def wait_until_ok(port: int, ca: Path, deadline: float = 30.0) -> None:
         time.sleep(0.3)
 
 
-def h2load(port: int, body: Path, pid: int) -> tuple[float, float, str]:
-    """calls/s and the proxy's CPU microseconds per call over one bounded h2load run."""
+@dataclass
+class Result:
+    calls_per_second: float
+    cpu_us_per_call: dict[int, float]  # by PID
+    note: str  # failed or errored calls, if any
+
+
+def h2load(port: int, body: Path, pids: list[int]) -> Result:
+    """One bounded h2load run: calls/s, and the CPU microseconds per call each of `pids` spent."""
     argv = ["h2load", f"--duration={DURATION}", f"--warm-up-time={WARM_UP}", "-c", str(CONNECTIONS), "-m", str(STREAMS)]
     argv += ["-t", "1", f"--data={body}", "-H", "content-type: application/grpc", "-H", "te: trailers"]
     argv += [f"https://127.0.0.1:{port}{METHOD}"]
-    cpu_before = cpu_seconds(pid)
+    cpu_before = {pid: cpu_seconds(pid) for pid in pids}
     result = subprocess.run(argv, capture_output=True, text=True, timeout=DURATION + WARM_UP + 60)
-    cpu = cpu_seconds(pid) - cpu_before
+    cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
     out = result.stdout
     rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
     if result.returncode != 0 or rate is None or done is None:
         raise SystemExit(f"h2load failed on port {port}:\n{out}\n{result.stderr}")
-    calls = int(done.group(2))
     note = "" if done.group(3) == done.group(4) == "0" else f" ({done.group(3)} failed, {done.group(4)} errored)"
-    # The CPU window includes the warm-up, so CPU per call is over every call made in it.
-    total_calls = calls * (DURATION + WARM_UP) / DURATION
-    return float(rate.group(1)), cpu / max(total_calls, 1) * 1e6, note
+    # The CPU window includes the warm-up, so CPU per call is over every call made in it
+    # (assuming the warm-up ran at the measured rate).
+    total_calls = max(int(done.group(2)) * (DURATION + WARM_UP) / DURATION, 1)
+    return Result(float(rate.group(1)), {pid: seconds / total_calls * 1e6 for pid, seconds in cpu.items()}, note)
 
 
 @contextmanager
@@ -282,7 +289,7 @@ def run(work: Path, processes: Processes) -> int:
     body = work / "request.bin"
     body.write_bytes(grpc_frame(PAYLOAD))
     upstream_argv = [sys.executable, str(BENCH / "grpc_upstream.py"), str(ports.echo_upstream)]
-    processes.start("echo upstream", upstream_argv, work, work / "upstream.log")
+    upstream = processes.start("echo upstream", upstream_argv, work, work / "upstream.log")
     nginx_argv = ["nginx", "-p", str(work), "-g", "daemon off;", "-c"]
     processes.start("nginx-upstream", [*nginx_argv, str(canned_upstream_config(work, ports))], work, work / "nginx-upstream.log")
     nginx = processes.start("nginx-edge", [*nginx_argv, str(nginx_edge_config(work, ports))], work, work / "nginx-edge.log")
@@ -294,17 +301,22 @@ def run(work: Path, processes: Processes) -> int:
     print(f"# {time.strftime('%Y-%m-%d')}, nproc {os.cpu_count()}, h2load -c {CONNECTIONS} -m {STREAMS} -D {DURATION}s, 100 B unary")
     print("| upstream | edge-proxy calls/s | nginx grpc_pass calls/s | ratio | edge-proxy CPU us/call | nginx CPU us/call |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    behind_nginx: dict[str, Result] = {}
     for label, edge_port, nginx_port in (
         ("grpcio echo", ports.edge_echo, ports.nginx_echo),
         ("nginx canned reply", ports.edge_canned, ports.nginx_canned),
     ):
-        edge_rate, edge_cpu, edge_note = h2load(edge_port, body, edge.pid)
-        nginx_rate, nginx_cpu, nginx_note = h2load(nginx_port, body, nginx.pid)
+        mine = h2load(edge_port, body, [edge.pid])
+        theirs = behind_nginx[label] = h2load(nginx_port, body, [nginx.pid, upstream.pid])
         print(
-            f"| {label} | {edge_rate:,.0f}{edge_note} | {nginx_rate:,.0f}{nginx_note} | {edge_rate / nginx_rate:.2f} "
-            f"| {edge_cpu:,.0f} | {nginx_cpu:,.0f} |",
+            f"| {label} | {mine.calls_per_second:,.0f}{mine.note} | {theirs.calls_per_second:,.0f}{theirs.note} "
+            f"| {mine.calls_per_second / theirs.calls_per_second:.2f} "
+            f"| {mine.cpu_us_per_call[edge.pid]:,.0f} | {theirs.cpu_us_per_call[nginx.pid]:,.0f} |",
             flush=True,
         )
+    # What grpcio's asyncio server costs on its own: the floor for an edge built on it.
+    floor = behind_nginx["grpcio echo"].cpu_us_per_call[upstream.pid]
+    print(f"\ngrpcio echo upstream alone (measured behind nginx): {floor:,.0f} CPU us/call")
     return 0
 
 
