@@ -16,7 +16,7 @@ import trustme
 import uvloop
 
 from proxy.certstore.store import CertStore, Serving
-from proxy.config import Address, GrpcUpstream
+from proxy.config import Address, GrpcUpstream, Limits
 from proxy.errors import ListenerError
 from proxy.grpcedge import GrpcListener
 from proxy.grpcedge.listener import CertificateFetcher
@@ -210,3 +210,13 @@ def test_bind_problem_names_the_errno_reason() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         assert "in use" in bind_problem(Address("127.0.0.1", taken.getsockname()[1]), reuse_port=False)
+
+
+async def test_silent_connection_is_closed_after_the_handshake_timeout() -> None:
+    async with running_upstream() as upstream, running_edge(upstream.port, limits=Limits(handshake_timeout=0.3)) as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.listener.port)
+        try:
+            # No ClientHello is ever sent; the edge must hang up rather than hold the socket.
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        finally:
+            writer.close()

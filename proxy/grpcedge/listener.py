@@ -98,7 +98,7 @@ class GrpcListener:
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
         self._port: int | None = None
-        self.fetcher: CertificateFetcher | None = None
+        self._fetcher: CertificateFetcher | None = None
 
     @property
     def port(self) -> int:
@@ -110,7 +110,7 @@ class GrpcListener:
         """Bind and serve. Raises ListenerError when there is nothing to serve or no port."""
         name = self._config.name
         try:
-            self.fetcher = CertificateFetcher(self._current, name)
+            self._fetcher = CertificateFetcher(self._current, name)
         except RuntimeError as e:
             raise ListenerError(f"listener {name!r}: no certificate to serve: {e}") from e
         if self._min_version == "1.3":
@@ -126,7 +126,7 @@ class GrpcListener:
             handlers=(Passthrough(channel, str(self._upstream), metrics),),
             options=server_options(self._config, self._reuse_port),
         )
-        credentials = grpc.dynamic_ssl_server_credentials(self.fetcher.initial, self.fetcher, require_client_authentication=False)
+        credentials = grpc.dynamic_ssl_server_credentials(self._fetcher.initial, self._fetcher, require_client_authentication=False)
         address = self._config.listen
         try:
             port: int = server.add_secure_port(str(address), credentials)
