@@ -200,6 +200,17 @@ async def test_head_response_has_no_body_whatever_its_length_says(edge: HttpsLis
         writer.close()
 
 
+async def test_204_and_304_answers_have_no_body_and_keep_the_connection(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
+    reader, writer = await tls_connect(edge.port, client_tls)
+    try:
+        for status in (204, 304, 200):
+            writer.write(b"GET /status/%d HTTP/1.1\r\nHost: edge.example\r\n\r\n" % status)
+            response = await read_response(reader)
+            assert (response.status, response.body, response.header("transfer-encoding")) == (status, b"", None)
+    finally:
+        writer.close()
+
+
 async def test_expect_100_continue_is_relayed_before_the_body_is_sent(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
     reader, writer = await tls_connect(edge.port, client_tls)
     try:
@@ -254,13 +265,16 @@ async def test_websocket_echoes_through_the_edge(edge: HttpsListener, session: a
         assert (await ws.receive(timeout=5)).data == b"\x00\x01" * 50000
 
 
-async def test_unreachable_upstream_gives_502_with_a_short_plain_body(store: CertStore[TlsObjects], session: aiohttp.ClientSession) -> None:
+async def test_unreachable_upstream_gives_502_with_a_short_plain_body_and_a_log_line(
+    store: CertStore[TlsObjects], session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
     with socket_reserved() as port:
         config = listener_config((Route(HttpUpstream("http", "127.0.0.1", port)),), connect_timeout=2.0)
         async with running_edge(store, config) as edge, session.get(url(edge, "/")) as response:
             assert response.status == 502
             assert response.headers["Content-Type"].startswith("text/plain")
             assert len(await response.read()) < 100
+    assert any(f"http://127.0.0.1:{port}" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
 async def test_upstream_that_does_not_answer_in_time_gives_504(
