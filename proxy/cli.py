@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -120,6 +121,9 @@ def _print_problems(problems: list[str]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # grpc's core prints a line for every failed client handshake unless told otherwise; it
+    # reads this once, when grpc is first imported (below, with the app).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", stream=sys.stderr
     )
