@@ -73,9 +73,7 @@ def new_upload(*dns: str, ips: tuple[str, ...] = (SERVER_IP,), **leaf_options: A
 
 
 def tls_config(base: Path, *, watch: str = "events") -> TlsConfig:
-    return TlsConfig(
-        cert_dir=base / "certs", state_dir=base / "state", server_name=SERVER_NAME, ip_addresses=(SERVER_IP,), watch=watch
-    )
+    return TlsConfig(cert_dir=base / "certs", state_dir=base / "state", server_name=SERVER_NAME, ip_addresses=(SERVER_IP,), watch=watch)
 
 
 @dataclass
