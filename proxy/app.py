@@ -118,20 +118,24 @@ class Edge:
         await self._tasks.close()
 
 
-def run_edge(config: Config, *, config_path: Path | None, worker_index: int = 0) -> int:
-    """Run until SIGTERM or SIGINT; return the exit code."""
-    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop when installed; plain asyncio works too, slower."""
     try:
         import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:  # plain asyncio works, slower
-        pass
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_serve(config, config_path, worker_index))
+    except ImportError:
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
-async def _serve(config: Config, config_path: Path | None, worker_index: int) -> int:
+def run_edge(config: Config, *, config_path: Path | None, worker_index: int = 0) -> int:
+    """Run until SIGTERM or SIGINT; return the exit code."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(serve(config, config_path, worker_index))
+
+
+async def serve(config: Config, config_path: Path | None = None, worker_index: int = 0) -> int:
+    """Run the edge on the running loop until SIGTERM or SIGINT, with SIGHUP reloading."""
     loop = asyncio.get_running_loop()
     edge = Edge(config, worker_index=worker_index)
     stop = asyncio.Event()

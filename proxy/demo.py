@@ -2,7 +2,7 @@
 of two small demo upstreams, then the URLs and three commands to try.
 
 `python -m proxy.demo new-cert` makes the demo material those commands use. Nothing in the edge
-imports this module; it only drives the same `_serve` path that `edge-proxy run` takes.
+imports this module; it only drives the same `serve` path that `edge-proxy run` takes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from proxy.app import _serve
+from proxy.app import loop_factory, serve
 from proxy.certstore.files import write_private
 from proxy.certstore.pem import Material
 from proxy.config import EMBEDDED_DEFAULT, Config, parse_config
@@ -158,7 +158,7 @@ async def run_demo(config: Config, *, announce: Callable[[str], None] = print) -
     tasks = TaskSet()
     tasks.spawn(_announce_when_ready(config, announce), "announce")
     try:
-        return await _serve(config, None, 0)
+        return await serve(config)
     finally:
         await tasks.close()
         await upstreams.stop()
@@ -336,26 +336,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "new-cert":
         return _new_cert(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch of events at INFO
     config = demo_config(args.workdir.resolve())
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(run_demo(config, announce=lambda text: print(text, flush=True)))
     except ProxyError as e:
         log.error("%s", e)
         return 1
     except KeyboardInterrupt:  # a Ctrl-C before the edge's own signal handlers are in place
         return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    # The same choice `edge-proxy run` makes: uvloop when installed.
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 if __name__ == "__main__":

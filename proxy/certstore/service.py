@@ -112,7 +112,15 @@ class CertificateService:
                 raise
             stored = Material(valid.cert_pem, material.key_pem, material.ca_pem)
             await asyncio.to_thread(files.write_material_dir, self.tls.cert_dir, stored, self._clock())
-            return await self._publish(valid, "upload")
+            try:
+                return await self._publish(valid, "upload")
+            except MaterialError:
+                # The TLS library refused what validation passed: put the serving material back
+                # so the directory, a restart and what serves all agree.
+                serving = self.store.current.snapshot.material
+                back = Material(serving.cert_pem, serving.key_pem, serving.ca_pem)
+                await asyncio.to_thread(files.write_material_dir, self.tls.cert_dir, back, self._clock())
+                raise
 
     async def reload(self) -> Offer:
         """Re-read `cert_dir` now. Missing files leave the serving certificate as it is.
