@@ -20,6 +20,8 @@ from proxy.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("config/edge.toml")
 PROTOCOLS = ("https", "grpc", "http-redirect")
 WATCH_MODES = ("events", "poll", "off")
+# "auto": off when cert_dir is a mounted Kubernetes Secret (see proxy/admin/uploads.py), on otherwise.
+UPLOAD_MODES = ("auto", "on", "off")
 TLS_VERSIONS = ("1.2", "1.3")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -103,6 +105,7 @@ class TlsConfig:
 class AdminConfig:
     listen: Address
     token_file: Path
+    uploads: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,9 +313,13 @@ def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
 
 
 def _admin(table: Mapping[str, Any], base: Path, p: _Problems) -> AdminConfig:
-    _check_keys(table, {"listen", "token_file"}, "admin", p)
+    _check_keys(table, {"listen", "token_file", "uploads"}, "admin", p)
     listen = _address(table, "listen", "admin", p, "127.0.0.1:9900") or Address("127.0.0.1", 9900)
-    return AdminConfig(listen=listen, token_file=base / _get(table, "token_file", str, "admin", p, "state/admin.token"))
+    uploads = _get(table, "uploads", str, "admin", p, "auto")
+    if uploads not in UPLOAD_MODES:
+        p.add("admin.uploads", f'must be "auto", "on" or "off", not {uploads!r}')
+    token_file = base / _get(table, "token_file", str, "admin", p, "state/admin.token")
+    return AdminConfig(listen=listen, token_file=token_file, uploads=uploads)
 
 
 def parse_http_upstream(text: str) -> HttpUpstream:

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proxy import metrics
 from proxy.admin.page import Page, load_page
 from proxy.admin.token import bearer_matches, load_or_create_token
+from proxy.admin.uploads import upload_policy, uploads_off_message
 from proxy.admin.views import certificate_view, material_from_json, problems_view
 from proxy.certstore.service import CertificateService
 from proxy.certstore.store import Snapshot
@@ -85,6 +86,9 @@ class AdminServer:
         self._runner = runner
         self._port = int(runner.addresses[0][1])
         log.info("admin API and page on http://%s:%d/ (token in %s)", listen.host, self._port, path)
+        uploads = await asyncio.to_thread(upload_policy, self.config.uploads, self.service.tls.cert_dir)
+        if not uploads.allowed:
+            log.info("certificate uploads are off: %s", uploads.reason)
 
     async def stop(self, drain_seconds: float) -> None:
         """Stop accepting, give running requests up to `drain_seconds`, then close."""
@@ -175,6 +179,12 @@ class AdminServer:
         return self._certificate_response(self.service.store.current.snapshot)
 
     async def _post_certificate(self, request: web.Request) -> web.Response:
+        # Decided per request, not once at start: the kubelet may fill an empty directory later,
+        # and the check is two system calls.
+        uploads = await asyncio.to_thread(upload_policy, self.config.uploads, self.service.tls.cert_dir)
+        if not uploads.allowed:
+            message = uploads_off_message(uploads, self.service.tls.cert_dir)
+            return web.json_response({"error": message}, status=405, headers={"Allow": "GET, HEAD"})
         try:
             material = material_from_json(await request.read())
         except ValueError as e:
