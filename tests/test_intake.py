@@ -303,10 +303,13 @@ async def test_same_material_again_and_ca_alone_are_no_new_version(intake: Intak
     await intake.served(leaf)
     (intake.cert_dir / "tls.crt").write_bytes(leaf.cert_pem)  # touched, same bytes
     (intake.cert_dir / "ca.crt").write_bytes(pem(root.cert))
-    await wait_for(lambda: intake.store.current.snapshot.material.ca_pem is not None)
+
+    def ca_kept() -> bool:
+        saved = files.load_last_good(intake.tls.state_dir)
+        return saved is not None and saved[0].ca_pem is not None
+
+    await wait_for(lambda: intake.store.current.snapshot.material.ca_pem is not None and ca_kept())
     assert intake.version == 2 and intake.published == [2]
-    saved = files.load_last_good(intake.tls.state_dir)
-    assert saved is not None and saved[0].ca_pem is not None
 
 
 # --- upload and reload (the admin API's calls) ------------------------------------------------
