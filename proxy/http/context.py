@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from bisect import bisect_left
-from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import Counter
 
 from proxy.config import Limits
 from proxy.metrics import ListenerMetrics
+from proxy.tasks import TaskSet
 
 log = logging.getLogger("proxy.http")
 
@@ -88,31 +88,6 @@ class HttpMetrics:
             self._latency_sum = 0.0
 
 
-class TaskSet:
-    """Holds the tasks it starts until they end, so none is garbage-collected mid-flight; logs
-    any that fail, since nobody awaits them."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
-
-    async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 class Shared:
     """State of one listener that its connections read and report to."""
 
@@ -148,5 +123,5 @@ class Shared:
             log.warning("%s: %d connection(s) still busy after %.1f s of draining; closing them", self.name, len(self.connections), seconds)
             for connection in list(self.connections):
                 connection.abort()
-        await self.tasks.cancel_all()
+        await self.tasks.close()
         self.metrics.flush()
