@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest check-deploy bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ pytest: $(STAMP_TEST)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Only the deployment files (also part of `make test`): Kubernetes schemas, kustomize, systemd-analyze.
+check-deploy: $(STAMP_TEST)
+	$(BIN)/python -m pytest -q tests/test_deploy.py
 
 bench: $(STAMP_RUN)
 	bash bench/run.sh
