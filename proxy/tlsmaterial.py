@@ -1,8 +1,9 @@
 """The one place that turns a certificate snapshot into TLS library objects.
 
-Builds, per version, an `ssl.SSLContext` for the HTTPS listeners and a gRPC server certificate
-configuration; and, per listener, the long-lived listening context whose `sni_callback` hands each
-new handshake the current version's context. Listeners never parse PEM themselves.
+Builds, per version, an `ssl.SSLContext` for the HTTPS listeners, one for the gRPC relay (ALPN h2)
+and a gRPC server certificate configuration; and, per listener, the long-lived listening context
+whose `sni_callback` hands each new handshake the current version's context. Listeners never
+parse PEM themselves.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -25,6 +26,8 @@ log = logging.getLogger("proxy.tls")
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 HTTPS_ALPN = ["http/1.1"]
+# The gRPC relay speaks only HTTP/2 (RFC 9113 3.2: "h2" over TLS).
+H2_ALPN = ("h2",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,25 +36,28 @@ class TlsObjects:
 
     ssl_context: ssl.SSLContext
     grpc_config: grpc.ServerCertificateConfiguration
+    # The same chain and key for the gRPC relay: a swapped-in context's ALPN is the one that
+    # answers the client, so h2 listeners need a material context that advertises h2.
+    h2_context: ssl.SSLContext
 
 
-def _base_context(min_version: str) -> ssl.SSLContext:
+def _base_context(min_version: str, alpn: Sequence[str]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _VERSIONS[min_version]
     context.maximum_version = ssl.TLSVersion.TLSv1_3
     context.set_ciphers(TLS12_CIPHERS)
-    context.set_alpn_protocols(HTTPS_ALPN)
+    context.set_alpn_protocols(alpn)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     return context
 
 
-def material_context(snapshot: Snapshot, min_version: str = "1.2") -> ssl.SSLContext:
+def material_context(snapshot: Snapshot, min_version: str = "1.2", alpn: Sequence[str] = HTTPS_ALPN) -> ssl.SSLContext:
     """A fresh context holding this snapshot's chain and key.
 
     `load_cert_chain` reads only files, so the validated bytes pass through a private (0600)
     temporary file that is removed at once. Raises ssl.SSLError if OpenSSL refuses them.
     """
-    context = _base_context(min_version)
+    context = _base_context(min_version, alpn)
     material = snapshot.material
     fd, path = tempfile.mkstemp(prefix="edge-proxy-", suffix=".pem")
     try:
@@ -70,21 +76,26 @@ def grpc_config(snapshot: Snapshot) -> grpc.ServerCertificateConfiguration:
 
 
 def tls_preparer(min_version: str) -> Callable[[Snapshot], TlsObjects]:
-    """The store's `prepare` hook: both listener kinds' objects, built together, off the loop."""
+    """The store's `prepare` hook: every listener kind's objects, built together, off the loop."""
 
     def prepare(snapshot: Snapshot) -> TlsObjects:
-        return TlsObjects(ssl_context=material_context(snapshot, min_version), grpc_config=grpc_config(snapshot))
+        return TlsObjects(
+            ssl_context=material_context(snapshot, min_version),
+            grpc_config=grpc_config(snapshot),
+            h2_context=material_context(snapshot, min_version, H2_ALPN),
+        )
 
     return prepare
 
 
-def listening_context(min_version: str, current: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+def listening_context(min_version: str, current: Callable[[], ssl.SSLContext], alpn: Sequence[str] = HTTPS_ALPN) -> ssl.SSLContext:
     """The listener's own context: it carries policy (versions, ciphers, ALPN) and swaps in the
     current version's material context on every full handshake, with SNI or without.
 
     `current` must be cheap and must not raise: it runs on the event loop in OpenSSL's callback.
+    `alpn` must match the ALPN of the contexts `current` returns.
     """
-    context = _base_context(min_version)
+    context = _base_context(min_version, alpn)
 
     def on_server_name(sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
         try:
