@@ -58,6 +58,7 @@ class Edge:
 
     def _build_listeners(self) -> None:
         from proxy.grpcedge.listener import GrpcListener
+        from proxy.grpcedge.relay import RelayListener
         from proxy.http.listener import HttpsListener
         from proxy.http.redirect import RedirectListener
 
@@ -67,6 +68,8 @@ class Edge:
             listener: Listener
             if cfg.protocol == "https":
                 listener = HttpsListener(cfg, min_version, lambda: self.store.current.tls.ssl_context, reuse_port=reuse)
+            elif cfg.protocol == "grpc" and cfg.grpc_mode == "relay":
+                listener = RelayListener(cfg, min_version, self.current, reuse_port=reuse)
             elif cfg.protocol == "grpc":
                 listener = GrpcListener(cfg, min_version, self.current, reuse_port=reuse)
             else:

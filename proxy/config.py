@@ -23,6 +23,10 @@ WATCH_MODES = ("events", "poll", "off")
 # "auto": off when cert_dir is a mounted Kubernetes Secret (see proxy/admin/uploads.py), on otherwise.
 UPLOAD_MODES = ("auto", "on", "off")
 TLS_VERSIONS = ("1.2", "1.3")
+# gRPC listener modes: "relay" passes each HTTP/2 connection to the upstream as bytes (fast, TLS
+# policy enforced); "grpcio" terminates every call in grpcio (per-call status metrics, slower).
+GRPC_MODES = ("relay", "grpcio")
+DEFAULT_GRPC_MODE = "relay"
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -147,6 +151,7 @@ class ListenerConfig:
     redirect_port: int = 443
     max_connection_age: float = 300.0
     max_message_bytes: int = 4 * 1024 * 1024
+    grpc_mode: str = DEFAULT_GRPC_MODE
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +399,7 @@ def _grpc_upstream(table: Mapping[str, Any], path: str, base: Path, p: _Problems
 
 _LISTENER_KEYS = {
     "https": {"routes", "upstream"},
-    "grpc": {"upstream", "upstream_ca", "max_connection_age", "max_message_bytes"},
+    "grpc": {"upstream", "upstream_ca", "max_connection_age", "max_message_bytes", "mode"},
     "http-redirect": {"redirect_port"},
 }
 
@@ -427,8 +432,11 @@ def _listener(table: Mapping[str, Any], i: int, server: ServerConfig, base: Path
         _positive(age, f"{path}.max_connection_age", p, allow_zero=True)
         size = _get(table, "max_message_bytes", int, path, p, 4 * 1024 * 1024)
         _positive(size, f"{path}.max_message_bytes", p)
+        mode = _get(table, "mode", str, path, p, DEFAULT_GRPC_MODE)
+        if mode not in GRPC_MODES:
+            p.add(f"{path}.mode", f'must be "relay" or "grpcio", not {mode!r}')
         upstream = _grpc_upstream(table, path, base, p)
-        return replace(result, grpc_upstream=upstream, max_connection_age=age, max_message_bytes=size)
+        return replace(result, grpc_upstream=upstream, max_connection_age=age, max_message_bytes=size, grpc_mode=mode)
     port = _get(table, "redirect_port", int, path, p, https_port)
     if not 1 <= port <= 65535:
         p.add(f"{path}.redirect_port", f"must be a port from 1 to 65535, not {port}")

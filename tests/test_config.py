@@ -172,6 +172,7 @@ def test_grpc_listener_keys_are_checked_per_protocol() -> None:
                     "upstream_ca",
                     "max_connection_age",
                     "max_message_bytes",
+                    "mode",
                     "connect_timeout",
                     "upstream_timeout",
                     "idle_timeout",

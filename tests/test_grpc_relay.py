@@ -9,13 +9,18 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import trustme
 
+from proxy.app import Edge as AppEdge
 from proxy.certstore.store import CertStore, Serving
+from proxy.config import parse_config
+from proxy.errors import ConfigError
+from proxy.grpcedge import GrpcListener
 from proxy.grpcedge.relay import RelayListener
 from proxy.metrics import REGISTRY
 from proxy.tlsmaterial import TlsObjects, tls_preparer
@@ -249,3 +254,40 @@ async def test_handshakes_and_open_connections_are_counted() -> None:
             await asyncio.sleep(0.02)
         assert sample("edge_open_connections") == 0
     assert sample("edge_tls_handshakes_total") == handshakes + 1
+
+
+GRPC_LISTENER = """
+[tls]
+server_name = "edge.example"
+
+[[listeners]]
+name = "g"
+protocol = "grpc"
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:{port}"
+"""
+
+
+def test_mode_defaults_to_relay_and_only_relay_or_grpcio_is_accepted() -> None:
+    assert parse_config(GRPC_LISTENER.format(port=1)).listeners[0].grpc_mode == "relay"
+    assert parse_config(GRPC_LISTENER.format(port=1) + 'mode = "grpcio"\n').listeners[0].grpc_mode == "grpcio"
+    with pytest.raises(ConfigError) as raised:
+        parse_config(GRPC_LISTENER.format(port=1) + 'mode = "grpc-io"\n', "edge.toml")
+    assert raised.value.problems == ('edge.toml: listeners[0] (g).mode: must be "relay" or "grpcio", not \'grpc-io\'',)
+
+
+@pytest.mark.parametrize(("mode", "listener_class"), [("relay", RelayListener), ("grpcio", GrpcListener)])
+async def test_the_edge_builds_the_listener_of_the_configured_mode(tmp_path: Path, mode: str, listener_class: type) -> None:
+    async with running_upstream() as upstream:
+        text = GRPC_LISTENER.format(port=upstream.port) + f'mode = "{mode}"\n'
+        config = parse_config(text.replace("[tls]\n", '[tls]\nip_addresses = ["127.0.0.1"]\nwatch = "off"\n'), base_dir=tmp_path)
+        edge = AppEdge(config)
+        await edge.start()
+        try:
+            assert isinstance(edge.listeners["g"], listener_class)
+            ca = edge.store.current.snapshot.material.cert_pem  # the self-signed default
+            credentials = grpc.ssl_channel_credentials(ca)
+            async with grpc.aio.secure_channel(f"127.0.0.1:{edge.listeners['g'].port}", credentials) as channel:
+                assert await channel.unary_unary(method("Unary"))(b"wired", timeout=WAIT) == b"wired"
+        finally:
+            await edge.stop(0)
