@@ -13,7 +13,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -54,20 +54,37 @@ def _base_context(min_version: str, alpn: Sequence[str]) -> ssl.SSLContext:
 def material_context(snapshot: Snapshot, min_version: str = "1.2", alpn: Sequence[str] = HTTPS_ALPN) -> ssl.SSLContext:
     """A fresh context holding this snapshot's chain and key.
 
-    `load_cert_chain` reads only files, so the validated bytes pass through a private (0600)
-    temporary file that is removed at once. Raises ssl.SSLError if OpenSSL refuses them.
+    `load_cert_chain` reads only files, so the validated bytes pass through an anonymous
+    in-memory file (Linux memfd: the key never reaches a disk, and no writable /tmp is needed),
+    or else a private (0600) temporary file removed at once. Raises ssl.SSLError if OpenSSL
+    refuses them.
     """
     context = _base_context(min_version, alpn)
     material = snapshot.material
+    with _private_file(material.cert_pem + material.key_pem) as path:
+        context.load_cert_chain(path)
+    return context
+
+
+@contextlib.contextmanager
+def _private_file(data: bytes) -> Iterator[str]:
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("edge-proxy-material", os.MFD_CLOEXEC)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as file:
+                file.write(data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
     fd, path = tempfile.mkstemp(prefix="edge-proxy-", suffix=".pem")
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(material.cert_pem + material.key_pem)
-        context.load_cert_chain(path)
+            file.write(data)
+        yield path
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-    return context
 
 
 def grpc_config(snapshot: Snapshot) -> grpc.ServerCertificateConfiguration:

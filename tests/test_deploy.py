@@ -150,7 +150,7 @@ def test_the_certificate_secret_is_mounted_as_a_whole_directory_at_cert_dir() ->
 
 def test_everything_the_edge_writes_is_on_an_empty_dir() -> None:
     config = kubernetes_config()
-    # state_dir and the token; /tmp for the private temp files OpenSSL loads keys from.
+    # state_dir and the token; /tmp for the fallback temp file OpenSSL may load keys from.
     for path in (config.tls.state_dir, config.admin.token_file.parent, PurePosixPath("/tmp")):
         mount, volume = mount_for(path)
         assert "emptyDir" in volume and not mount.get("readOnly", False), path
