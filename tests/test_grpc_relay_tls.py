@@ -326,3 +326,25 @@ async def test_an_upstream_that_does_not_read_holds_back_the_client() -> None:
             writer.close()
     finally:
         upstream.close()
+
+
+async def test_upstreams_own_goaway_reaches_the_client_and_calls_carry_on() -> None:
+    # A grpcio upstream with a connection age of its own sends GOAWAYs too: relayed as they are,
+    # alongside the edge's, the client moves to new connections without a failed call.
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler("echo.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(echo)})
+    server = grpc.aio.server(handlers=(handler,), options=[("grpc.max_connection_age_ms", 200), ("grpc.max_connection_age_grace_ms", 5000)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with running_relay(port, max_connection_age=0.3) as edge, edge.channel() as channel:
+            unary = channel.unary_unary(method("Unary"))
+            reads_before = edge.certificate_reads
+            for i in range(12):
+                assert await unary(b"%d" % i, timeout=WAIT) == b"%d" % i
+                await asyncio.sleep(0.1)
+            assert edge.certificate_reads > reads_before + 1  # it reconnected along the way
+    finally:
+        await server.stop(0)
