@@ -44,8 +44,8 @@ _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 # Only headers of these name lengths can matter to a scan: checking `len(name)` first spares a
 # lower() for most headers on the hot path.
 _REQUEST_SPECIAL = (b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"x-forwarded-for")
-_REQUEST_SPECIAL_LENGTHS = frozenset(len(n) for n in _REQUEST_SPECIAL)
-_RESPONSE_SPECIAL_LENGTHS = frozenset(len(n) for n in (b"content-length", b"transfer-encoding", b"connection", b"upgrade"))
+_REQUEST_SCAN_LENGTHS = frozenset(len(n) for n in (*_REQUEST_SPECIAL, *_DROP_FROM_REQUEST))
+_RESPONSE_SCAN_LENGTHS = frozenset(len(n) for n in (*HOP_BY_HOP, b"content-length"))
 _REQUEST_DROP_LENGTHS = frozenset(len(n) for n in _DROP_FROM_REQUEST)
 _HOP_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP)
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
@@ -53,68 +53,79 @@ _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 class RequestFacts:
-    """What the edge needs to know about a request's headers, gathered in one pass."""
+    """What the edge needs to know about a request's headers, gathered in one pass, with the
+    headers it forwards as they stand unless `tokens` names more to drop."""
 
-    __slots__ = ("chunked", "content_length", "host", "host_count", "tokens", "upgrade", "xff")
+    __slots__ = ("chunked", "content_length", "host", "host_count", "kept", "tokens", "upgrade", "xff")
 
     def __init__(self) -> None:
         self.host: bytes | None = None
         self.host_count = 0
         self.content_length: int | None = None
         self.chunked = False
-        self.tokens: frozenset[bytes] = frozenset()
+        self.tokens: frozenset[bytes] = _NO_TOKENS
         self.upgrade: bytes | None = None
         self.xff: bytes | None = None
+        self.kept: list[bytes] = []  # name, b": ", value, b"\r\n" per header the edge forwards
 
 
 def scan_request(headers: Headers) -> RequestFacts:
     facts = RequestFacts()
+    kept = facts.kept
     for name, value in headers:
-        if len(name) not in _REQUEST_SPECIAL_LENGTHS:
-            continue
-        lowered = name.lower()
-        if lowered == b"host":
-            facts.host_count += 1
-            facts.host = value
-        elif lowered == b"content-length":
-            facts.content_length = int(value)
-        elif lowered == b"transfer-encoding":
-            facts.chunked = True  # llhttp refuses a request whose last coding is not chunked
-        elif lowered == b"connection":
-            facts.tokens = facts.tokens | connection_tokens(value)
-        elif lowered == b"upgrade":
-            facts.upgrade = value
-        elif lowered == b"x-forwarded-for":
-            facts.xff = value if facts.xff is None else facts.xff + b", " + value
+        if len(name) in _REQUEST_SCAN_LENGTHS:
+            lowered = name.lower()
+            if lowered == b"host":
+                facts.host_count += 1
+                facts.host = value
+            elif lowered == b"content-length":
+                facts.content_length = int(value)
+            elif lowered == b"transfer-encoding":
+                facts.chunked = True  # llhttp refuses a request whose last coding is not chunked
+            elif lowered == b"connection":
+                facts.tokens = facts.tokens | connection_tokens(value)
+            elif lowered == b"upgrade":
+                facts.upgrade = value
+            elif lowered == b"x-forwarded-for":
+                facts.xff = value if facts.xff is None else facts.xff + b", " + value
+            if lowered in _DROP_FROM_REQUEST:
+                continue
+        kept += (name, b": ", value, b"\r\n")
     return facts
 
 
 class ResponseFacts:
-    """The headers of an upstream response that decide its framing and what the edge drops."""
+    """The headers of an upstream response that decide its framing and what the edge drops, with
+    the headers it forwards as they stand unless `tokens` names more to drop."""
 
-    __slots__ = ("has_length", "tokens", "transfer_encoding", "upgrade")
+    __slots__ = ("has_length", "kept", "tokens", "transfer_encoding", "upgrade")
 
     def __init__(self) -> None:
         self.has_length = False
         self.transfer_encoding: bytes | None = None
-        self.tokens: frozenset[bytes] = frozenset()
+        self.tokens: frozenset[bytes] = _NO_TOKENS
         self.upgrade = b""
+        # Slot 0 is left for the status line, so a whole head is one join.
+        self.kept: list[bytes] = [b""]
 
 
 def scan_response(headers: Headers) -> ResponseFacts:
     facts = ResponseFacts()
+    kept = facts.kept
     for name, value in headers:
-        if len(name) not in _RESPONSE_SPECIAL_LENGTHS:
-            continue
-        lowered = name.lower()
-        if lowered == b"content-length":
-            facts.has_length = True
-        elif lowered == b"transfer-encoding":
-            facts.transfer_encoding = value
-        elif lowered == b"connection":
-            facts.tokens = facts.tokens | connection_tokens(value)
-        elif lowered == b"upgrade":
-            facts.upgrade = value
+        if len(name) in _RESPONSE_SCAN_LENGTHS:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                facts.has_length = True
+            elif lowered in HOP_BY_HOP:
+                if lowered == b"transfer-encoding":
+                    facts.transfer_encoding = value
+                elif lowered == b"connection":
+                    facts.tokens = facts.tokens | connection_tokens(value)
+                elif lowered == b"upgrade":
+                    facts.upgrade = value
+                continue
+        kept += (name, b": ", value, b"\r\n")
     return facts
 
 
@@ -165,22 +176,51 @@ def upstream_request_head(
     `host` is the authority the client asked for; `add_host` adds it as Host when the client sent
     none (HTTP/1.0) or its request target named it (absolute form replaces any Host header).
     """
-    drop, lengths = _DROP_FROM_REQUEST, _REQUEST_DROP_LENGTHS
-    if facts.tokens or add_host:
-        extra = facts.tokens | {b"host"} if add_host else facts.tokens
-        drop, lengths = drop | extra, lengths | {len(t) for t in extra}
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
-    _without(headers, drop, lengths, out)
-    if add_host:
-        out += (b"Host: ", host, b"\r\n")
+    if facts.tokens or add_host:  # rare: headers named in Connection, or a Host to replace
+        extra = facts.tokens | {b"host"} if add_host else facts.tokens
+        _without(headers, _DROP_FROM_REQUEST | extra, _REQUEST_DROP_LENGTHS | {len(t) for t in extra}, out)
+        if add_host:
+            out += (b"Host: ", host, b"\r\n")
+    else:
+        out += facts.kept
     xff = client_ip if facts.xff is None else facts.xff + b", " + client_ip
-    out += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ", host, b"\r\n")
+    out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: %s\r\n" % (xff, host))
     if chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade and facts.upgrade is not None:
         out += (b"Connection: upgrade\r\nUpgrade: ", facts.upgrade, b"\r\n")
     out.append(b"\r\n")
     return b"".join(out)
+
+
+# Status lines by (status, reason): upstreams repeat a handful, so each is formatted once.
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+_MAX_STATUS_LINES = 1024
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        if len(_STATUS_LINES) >= _MAX_STATUS_LINES:
+            _STATUS_LINES.clear()
+        line = _STATUS_LINES[status, reason] = b"HTTP/1.1 %d %s\r\n" % (status, reason or _PHRASES.get(status, b"Unknown"))
+    return line
+
+
+# What the edge appends to a response head, by (chunked, close, keep_alive_10).
+_FRAMING_TAILS = {
+    (chunked, close, keep_alive_10): b"".join(
+        (
+            b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+            b"Connection: close\r\n" if close else (b"Connection: keep-alive\r\n" if keep_alive_10 else b""),
+            b"\r\n",
+        )
+    )
+    for chunked in (False, True)
+    for close in (False, True)
+    for keep_alive_10 in (False, True)
+}
 
 
 def client_response_head(
@@ -201,22 +241,20 @@ def client_response_head(
     """
     if facts is None:
         facts = scan_response(headers)
-    drop, lengths = HOP_BY_HOP, _HOP_LENGTHS
-    if facts.tokens or chunked:
+    tail = b"Connection: upgrade\r\nUpgrade: %s\r\n\r\n" % facts.upgrade if upgrade else _FRAMING_TAILS[chunked, close, keep_alive_10]
+    if facts.tokens or (chunked and facts.has_length):
+        # Rare: headers named in Connection, or a length the edge's re-framing replaces.
         extra = facts.tokens | {b"content-length"} if chunked else facts.tokens
-        drop, lengths = drop | extra, lengths | {len(t) for t in extra}
-    out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or _PHRASES.get(status, b"Unknown"))]
-    _without(headers, drop, lengths, out)
-    if chunked:
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    if upgrade:
-        out += (b"Connection: upgrade\r\nUpgrade: ", facts.upgrade, b"\r\n")
-    elif close:
-        out.append(b"Connection: close\r\n")
-    elif keep_alive_10:
-        out.append(b"Connection: keep-alive\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+        out = [status_line(status, reason)]
+        _without(headers, HOP_BY_HOP | extra, _HOP_LENGTHS | {len(t) for t in extra}, out)
+        out.append(tail)
+        return b"".join(out)
+    kept = facts.kept
+    kept[0] = status_line(status, reason)
+    kept.append(tail)
+    head = b"".join(kept)
+    del kept[-1]
+    return head
 
 
 def edge_response(status: int, *, close: bool, head_only: bool = False, detail: str = "", keep_alive_10: bool = False) -> bytes:
