@@ -120,7 +120,7 @@ class Exchange:
             self._send(LAST_CHUNK)  # trailers are not forwarded
         self._body_done = True
         if self.conn is not None and not self._resp_started:
-            self._arm_timer()
+            self._arm_timer(self.shared.loop.time())
 
     def request_failed(self, status: int) -> None:
         """The rest of the request is unusable (bad chunk, body too large): answer `status` and close."""
@@ -284,13 +284,13 @@ class Exchange:
             pieces, self._buffer, self._buffered = [self.request.head, *self._buffer], [], 0
             conn.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             self.client.resume_reading(PAUSE_BUFFER)
-        self._sent_at = self.shared.loop.time()
+        self._sent_at = now = self.shared.loop.time()
         if self._body_done:
-            self._arm_timer()
+            self._arm_timer(now)
 
-    def _arm_timer(self) -> None:
+    def _arm_timer(self, now: float) -> None:
         # The client connection's timer watches this deadline: no timer per request.
-        self.head_deadline = self.shared.loop.time() + self.shared.limits.upstream_timeout
+        self.head_deadline = now + self.shared.limits.upstream_timeout
         self.client.watch_upstream()
 
     def _cancel_timer(self) -> None:
@@ -303,7 +303,7 @@ class Exchange:
             self._fail(504, "upstream_timeout", f"upstream {self._upstream()} sent no response within {limit:g} s")
 
     def _head_arrived(self) -> None:
-        self._cancel_timer()
+        self.head_deadline = 0.0
         self._resp_started = True
         self.shared.metrics.latency(self.shared.loop.time() - self._sent_at)
 

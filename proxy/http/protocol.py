@@ -138,12 +138,18 @@ class ClientConnection(asyncio.Protocol):
             if not self._stopped:  # else: bytes after a `Connection: close` request, ignored
                 self._reject(400)
         else:
-            # A head spread over many reads: count whole reads, since httptools holds a header
-            # it has not finished in memory without telling us (callbacks see only whole ones).
-            if was_in_head and self._in_head:
-                self._head_seen += len(data)
-                if self._head_seen > MAX_HEAD_BYTES:
-                    self._reject(431)
+            if self._in_head:
+                if was_in_head:
+                    # A head spread over many reads: count whole reads, since httptools holds a
+                    # header it has not finished in memory without telling us (callbacks see
+                    # only whole ones).
+                    self._head_seen += len(data)
+                    if self._head_seen > MAX_HEAD_BYTES:
+                        self._reject(431)
+                elif not self._queue:
+                    # A head began in this read and is still open: header_timeout runs from now.
+                    # A head that arrives whole never needs the clock.
+                    self._watch(header=True)
         self._kick()
 
     def eof_received(self) -> bool:
@@ -211,7 +217,7 @@ class ClientConnection(asyncio.Protocol):
         if not keep_alive or (self._shared.draining and not self._queue):
             self.close()
             return
-        if len(self._queue) <= MAX_QUEUED // 2:
+        if self._paused & PAUSE_QUEUE and len(self._queue) <= MAX_QUEUED // 2:
             self.resume_reading(PAUSE_QUEUE)
         if self._queue:
             self._kick()
@@ -243,8 +249,6 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_size = self._head_seen = self._body_seen = 0
-        if not self._queue:
-            self._watch(header=True)
 
     def on_url(self, url: bytes) -> None:
         self._url += url

@@ -61,6 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_since",
         "keep_alive",
         "pool",
+        "reading_paused",
         "served",
         "sink",
         "transport",
@@ -75,6 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.served = 0
         self.closed = False
         self.writing_paused = False
+        self.reading_paused = False
         self.keep_alive = False
         self.got_bytes = False
         self.tunnel = False
@@ -118,10 +120,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.reading_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
             self.transport.resume_reading()
 
     # asyncio.Protocol
@@ -201,18 +205,17 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.keep_alive = parser.should_keep_alive()
         facts = scan_response(self._headers)
-        sink.on_head(status, self._reason, self._headers, facts, self._framing(status, facts))
+        if self._head_only or status == 204 or status == 304:
+            framing = NO_BODY
+        elif facts.transfer_encoding is not None:
+            framing = CHUNKED if facts.transfer_encoding.lower().rstrip().endswith(b"chunked") else UNTIL_CLOSE
+        else:
+            framing = LENGTH if facts.has_length else UNTIL_CLOSE
+        sink.on_head(status, self._reason, self._headers, facts, framing)
         if self._head_only:
             # The answer to HEAD has no body whatever its headers say (RFC 9110 9.3.2).
             self.done = True
             sink.on_end()
-
-    def _framing(self, status: int, facts: ResponseFacts) -> int:
-        if self._head_only or status in (204, 304):
-            return NO_BODY
-        if facts.transfer_encoding is not None:
-            return CHUNKED if facts.transfer_encoding.lower().rstrip().endswith(b"chunked") else UNTIL_CLOSE
-        return LENGTH if facts.has_length else UNTIL_CLOSE
 
     def on_body(self, data: bytes) -> None:
         if self.done:
