@@ -101,6 +101,10 @@ class Shared:
         self.connections: set[Closable] = set()
         self._empty = asyncio.Event()
         self._empty.set()
+        # Read when scraped: opening and closing a connection then costs no metric update.
+        # Listener names are unique, so this listener's gauge counts only its own connections.
+        connections = self.connections
+        metrics.series.open_connections.set_function(lambda: len(connections))
 
     def opened(self, connection: Closable) -> None:
         self.connections.add(connection)

@@ -105,9 +105,7 @@ class ClientConnection(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.transport = transport
-        series = self._shared.metrics.series
-        series.handshakes.inc()
-        series.open_connections.inc()
+        self._shared.metrics.series.handshakes.inc()
         self._shared.opened(self)
         peer = transport.get_extra_info("peername")
         self._client_ip = str(peer[0]).encode() if peer else b"unknown"
@@ -161,7 +159,6 @@ class ClientConnection(asyncio.Protocol):
         # freed by reference counting instead of waiting for the (costly) cyclic collector.
         del self._parser
         self._cancel_timers()
-        self._shared.metrics.series.open_connections.dec()
         self._shared.closed(self)
         queue, self._queue = self._queue, deque()
         for exchange in queue:

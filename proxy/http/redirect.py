@@ -64,7 +64,6 @@ class _RedirectConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._shared.opened(self)
-        self._shared.metrics.series.open_connections.inc()
         self._arm(self._shared.limits.idle_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -88,7 +87,6 @@ class _RedirectConnection(asyncio.Protocol):
         del self._parser  # it holds our bound methods: no cycle left for the collector
         if self._timer is not None:
             self._timer.cancel()
-        self._shared.metrics.series.open_connections.dec()
         self._shared.closed(self)
 
     def on_message_begin(self) -> None:
