@@ -275,7 +275,7 @@ def report(pid: int, start: EdgeState, end: EdgeState, wrk_outputs: tuple[str, s
     print(f"requests: https keep-alive {ka_requests}, https new connection {pr_requests}, grpc {tally.calls}")
     print(
         f"errors:   https {https_errors} (keep-alive: {ka_bad} non-2xx, {ka_socket} socket; "
-        f"new connection: {pr_bad} non-2xx, {pr_socket} socket), grpc {grpc_errors} {dict(tally.errors) or ''}"
+        f"new connection: {pr_bad} non-2xx, {pr_socket} socket), grpc {grpc_errors}{f' {dict(tally.errors)}' if grpc_errors else ''}"
     )
     print(
         f"          counted by the edge: errors {edge_errors:.0f}, failed TLS handshakes {failed_https:.0f} https "
