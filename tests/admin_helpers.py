@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +28,7 @@ from proxy.certstore.watcher import DirectoryWatcher
 from proxy.config import Address, AdminConfig, TlsConfig
 from proxy.tlsmaterial import TlsObjects, tls_preparer
 from tests.certs import Issuer, Leaf, new_key, pem
+from tests.edge_process import free_port  # noqa: F401 - re-exported for the admin tests
 
 SERVER_NAME = "localhost"
 SERVER_IP = "127.0.0.1"
@@ -162,13 +162,6 @@ def metric(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
-
-
-def free_port() -> int:
-    """A port nothing listens on right now, for a child process that must be told its port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def edge_config_toml(*, admin_port: int = 0, http_upstream: int, grpc_upstream: int, watch: str = "events") -> str:
