@@ -6,6 +6,7 @@ paths bind label values once per listener (`for_listener`) so a request pays one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -62,3 +63,21 @@ def for_listener(name: str) -> ListenerMetrics:
         open_connections=OPEN_CONNECTIONS.labels(name),
         upstream_latency=UPSTREAM_LATENCY.labels(name),
     )
+
+
+# prometheus_client has no bulk observe. These two are the one place that reaches into its
+# Histogram (one plain value per bucket, counted non-cumulatively, plus a sum), so a release
+# that renames those internals breaks here and nowhere else.
+def bucket_bounds(histogram: Histogram) -> tuple[float, ...]:
+    """The upper bounds of a labelled histogram's buckets, +Inf last: bucket i counts the
+    observations v with bounds[i - 1] < v <= bounds[i]."""
+    return tuple(histogram._upper_bounds)
+
+
+def add_observations(histogram: Histogram, counts: Sequence[int], total: float) -> None:
+    """Record many observations at once: counts[i] of them in bucket i (see `bucket_bounds`),
+    their values summing to `total`. The same result as that many `observe` calls."""
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(total)

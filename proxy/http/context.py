@@ -15,7 +15,7 @@ from typing import Protocol
 from prometheus_client import Counter
 
 from proxy.config import Limits
-from proxy.metrics import ListenerMetrics
+from proxy.metrics import ListenerMetrics, add_observations, bucket_bounds
 from proxy.tasks import TaskSet
 
 log = logging.getLogger("proxy.http")
@@ -43,9 +43,7 @@ class HttpMetrics:
         self._by_class = {n: series.requests(f"{n}xx") for n in range(1, 6)}
         self._errors: dict[str, Counter] = {}
         self._requests = [0] * 10  # by status // 100; llhttp allows 100..999
-        # prometheus_client has no bulk observe; its histogram keeps one value per bucket.
-        histogram = series.upstream_latency
-        self._bounds: list[float] = list(getattr(histogram, "_upper_bounds", ()))
+        self._bounds = bucket_bounds(series.upstream_latency)
         self._latency_counts = [0] * len(self._bounds)
         self._latency_sum = 0.0
         self._flush: asyncio.TimerHandle | None = None
@@ -56,9 +54,6 @@ class HttpMetrics:
             self._flush = self._loop.call_later(FLUSH_SECONDS, self.flush)
 
     def latency(self, seconds: float) -> None:
-        if not self._bounds:
-            self.series.upstream_latency.observe(seconds)
-            return
         self._latency_counts[bisect_left(self._bounds, seconds)] += 1  # Prometheus buckets are `le`
         self._latency_sum += seconds
 
@@ -79,11 +74,7 @@ class HttpMetrics:
                 counter.inc(count)
         self._requests = [0] * 10
         if any(self._latency_counts):
-            histogram = self.series.upstream_latency
-            for i, count in enumerate(self._latency_counts):
-                if count:
-                    histogram._buckets[i].inc(count)
-            histogram._sum.inc(self._latency_sum)
+            add_observations(self.series.upstream_latency, self._latency_counts, self._latency_sum)
             self._latency_counts = [0] * len(self._bounds)
             self._latency_sum = 0.0
 
