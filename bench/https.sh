@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# edge-proxy's HTTPS listener against nginx as a TLS reverse proxy, in one run (issue 3).
+# edge-proxy's HTTPS listener against nginx as a TLS reverse proxy, in one run (issues 3 and 7).
 #
-# Both proxies serve the same ECDSA P-256 certificate with TLS 1.2 and 1.3 enabled, run one
-# worker pinned to the same core, and forward to the same upstream (a separate nginx serving a
-# 100 B and a 64 KiB static file) over pooled keep-alive connections. wrk and the upstream run
-# on the other cores. Targets alternate within each round. Only 127.0.0.1 is used, every load
-# run is bounded by DURATION, and only processes started here are stopped.
+# Both proxies serve the same ECDSA P-256 certificate with TLS 1.2 and 1.3 enabled, run WORKERS
+# worker processes, and forward to the same upstream (a separate nginx serving a 100 B and a
+# 64 KiB static file) over pooled keep-alive connections. edge-proxy is the real program
+# (`edge-proxy run` with a generated config). With one worker both proxies are pinned to core 0
+# and wrk and the upstream run on the other cores; with more, nothing is pinned. Targets
+# alternate within each round, and which goes first alternates between rounds. Only 127.0.0.1
+# is used, every load run is bounded by DURATION, and only processes started here are stopped.
 #
-# Usage: bench/https.sh            (DURATION=10s ROUNDS=2 CONNECTIONS=64 by default)
+# Usage: bench/https.sh    (DURATION=10s ROUNDS=2 CONNECTIONS=64 WORKERS=1 by default)
+# RESULTS=FILE appends one line per figure, fields separated by "|" (bench/run.sh reads them).
+# Runs under `flock /tmp/edge-bench.lock` so that benchmarks never overlap; a caller that
+# already holds the lock sets EDGE_BENCH_LOCKED=1.
 set -euo pipefail
+
+if [ -z "${EDGE_BENCH_LOCKED:-}" ]; then
+    EDGE_BENCH_LOCKED=1 exec flock /tmp/edge-bench.lock "$0" "$@"
+fi
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+EDGE=${EDGE:-$(dirname "$PYTHON")/edge-proxy}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
+WORKERS=${WORKERS:-1}
 EDGE_PORT=${EDGE_PORT:-18443}
 NGINX_PORT=${NGINX_PORT:-18444}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18081}
+ADMIN_PORT=${ADMIN_PORT:-18900}
+RESULTS=${RESULTS:-}
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     apt-get install -y wrk nginx || { apt-get update && apt-get install -y wrk nginx; }
@@ -39,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 
 cpus=$(nproc)
-if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
+if [ "$WORKERS" -eq 1 ] && [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
     proxy_cpu=(taskset -c 0)
     load_cpu=(taskset -c "1-$((cpus - 1))")
 else
@@ -56,16 +69,18 @@ wait_for_port() {
     exit 1
 }
 
-for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT"; do
+for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "127.0.0.1:$port is already in use; set UPSTREAM_PORT, NGINX_PORT or EDGE_PORT" >&2
+        echo "127.0.0.1:$port is already in use; set UPSTREAM_PORT, NGINX_PORT, EDGE_PORT or ADMIN_PORT" >&2
         exit 1
     fi
 done
 
 # --- the shared certificate, the static files and both nginx configurations -------------------
 
-"$PYTHON" "$HERE/https_edge.py" cert "$workdir/cert"
+"$PYTHON" "$HERE/https_edge.py" setup "$workdir/edge" --port "$EDGE_PORT" --upstream-port "$UPSTREAM_PORT" \
+    --admin-port "$ADMIN_PORT" --workers "$WORKERS"
+cert="$workdir/edge/cert"
 mkdir -p "$workdir/www" "$workdir/upstream/logs" "$workdir/proxy/logs"
 head -c 100 /dev/zero | tr '\0' 'a' >"$workdir/www/100b"
 head -c 65536 /dev/zero | tr '\0' 'b' >"$workdir/www/64k"
@@ -86,8 +101,10 @@ http {
     }
 }
 EOF
+# nginx's TLS session defaults stay as they are: ssl_session_cache none and ssl_session_tickets on,
+# so it resumes TLS 1.3 sessions with tickets, as edge-proxy does with OpenSSL's defaults.
 cat >"$workdir/proxy/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $WORKERS;
 pid $workdir/proxy/nginx.pid;
 error_log $workdir/proxy/logs/error.log warn;
 events { worker_connections 4096; }
@@ -100,8 +117,8 @@ http {
     }
     server {
         listen 127.0.0.1:$NGINX_PORT ssl;
-        ssl_certificate $workdir/cert/tls.crt;
-        ssl_certificate_key $workdir/cert/tls.key;
+        ssl_certificate $cert/tls.crt;
+        ssl_certificate_key $cert/tls.key;
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;
         location / {
@@ -127,29 +144,38 @@ pids+=($!)
 "${proxy_cpu[@]}" nginx -p "$workdir/proxy" -c "$workdir/proxy/nginx.conf" -g "daemon off;" &
 nginx_pid=$!
 pids+=("$nginx_pid")
-(cd "$ROOT" && exec "${proxy_cpu[@]}" "$PYTHON" "$HERE/https_edge.py" serve --cert-dir "$workdir/cert" --port "$EDGE_PORT" \
-    --upstream-port "$UPSTREAM_PORT" 2>"$workdir/edge.log") &
+(cd "$workdir/edge" && exec "${proxy_cpu[@]}" "$EDGE" run --config edge.toml 2>"$workdir/edge.log") &
 edge_pid=$!
 pids+=("$edge_pid")
 for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT"; do wait_for_port "$port"; done
+sleep 1  # with several workers, give the others time to bind their SO_REUSEPORT sockets
 
-# CPU ticks (user + system) of a process and its children: nginx's worker does nginx's work.
+# CPU ticks (user + system) of a process and its children: nginx's and edge-proxy's workers.
 ticks() {
     local total=0 pid
     for pid in "$1" $(pgrep -P "$1" || true); do
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
     done
     echo "$total"
 }
 hz=$(getconf CLK_TCK)
 
-declare -A requests seconds cpu
+# wrk's 99th percentile latency, in milliseconds.
+p99_ms() {
+    awk '$1 == "99%" {
+        v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
+        if (unit == "us") v /= 1000; else if (unit == "s") v *= 1000; else if (unit == "m") v *= 60000
+        print v
+    }'
+}
+
+declare -A requests seconds cpu p99 runs
 run() {  # run SCENARIO TARGET PID PORT PATH [wrk args...]
     local scenario=$1 target=$2 pid=$3 port=$4 path=$5
     shift 5
     local before after out
     before=$(ticks "$pid")
-    out=$("${load_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$@" "https://127.0.0.1:$port$path")
+    out=$("${load_cpu[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "https://127.0.0.1:$port$path")
     after=$(ticks "$pid")
     if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
         echo "warning: $target, $scenario: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ')" >&2
@@ -160,6 +186,8 @@ run() {  # run SCENARIO TARGET PID PORT PATH [wrk args...]
     requests[$key]=$((${requests[$key]:-0} + count))
     seconds[$key]=$(awk -v a="${seconds[$key]:-0}" -v b="$secs" 'BEGIN {print a + b}')
     cpu[$key]=$((${cpu[$key]:-0} + after - before))
+    p99[$key]=$(awk -v a="${p99[$key]:-0}" -v b="$(p99_ms <<<"$out")" 'BEGIN {print a + b}')
+    runs[$key]=$((${runs[$key]:-0} + 1))
 }
 
 scenarios=("keep-alive 100 B|/100b|" "keep-alive 64 KiB|/64k|" "new TLS connection per request|/100b|Connection: close")
@@ -167,9 +195,10 @@ echo "warming up..." >&2
 DURATION=2s run warmup edge "$edge_pid" "$EDGE_PORT" /100b
 DURATION=2s run warmup nginx "$nginx_pid" "$NGINX_PORT" /100b
 for round in $(seq "$ROUNDS"); do
+    if [ $((round % 2)) -eq 1 ]; then order=(edge nginx); else order=(nginx edge); fi
     for entry in "${scenarios[@]}"; do
         IFS='|' read -r scenario path header <<<"$entry"
-        for target in edge nginx; do
+        for target in "${order[@]}"; do
             if [ "$target" = edge ]; then pid=$edge_pid port=$EDGE_PORT; else pid=$nginx_pid port=$NGINX_PORT; fi
             echo "round $round: $scenario: $target" >&2
             if [ -n "$header" ]; then
@@ -182,18 +211,26 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "$(date -u +%Y-%m-%d), nproc $cpus, $(nginx -v 2>&1 | sed 's/.*: //'), $($PYTHON -V), wrk -t1 -c$CONNECTIONS -d$DURATION x $ROUNDS rounds"
+echo "$(date -u +%Y-%m-%d), nproc $cpus, workers $WORKERS each, $(nginx -v 2>&1 | sed 's/.*: //'), $($PYTHON -V)," \
+    "wrk -t1 -c$CONNECTIONS -d$DURATION x $ROUNDS rounds"
 echo
-echo "| scenario | edge-proxy req/s | nginx req/s | req/s ours/nginx | edge-proxy CPU us/req | nginx CPU us/req | CPU ours/nginx |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| scenario | edge-proxy req/s | nginx req/s | req/s ours/nginx | edge-proxy CPU us/req | nginx CPU us/req | CPU ours/nginx | edge-proxy p99 ms | nginx p99 ms | p99 ours/nginx |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for entry in "${scenarios[@]}"; do
     IFS='|' read -r scenario _ _ <<<"$entry"
     e="$scenario|edge" n="$scenario|nginx"
-    awk -v s="$scenario" -v er="${requests[$e]}" -v es="${seconds[$e]}" -v ec="${cpu[$e]}" \
-        -v nr="${requests[$n]}" -v ns="${seconds[$n]}" -v nc="${cpu[$n]}" -v hz="$hz" 'BEGIN {
+    awk -v s="$scenario" -v w="$WORKERS" -v out="$RESULTS" -v hz="$hz" \
+        -v er="${requests[$e]}" -v es="${seconds[$e]}" -v ec="${cpu[$e]}" -v el="${p99[$e]}" -v en="${runs[$e]}" \
+        -v nr="${requests[$n]}" -v ns="${seconds[$n]}" -v nc="${cpu[$n]}" -v nl="${p99[$n]}" -v nn="${runs[$n]}" 'BEGIN {
         erps = er / es; nrps = nr / ns
         ecpu = ec / hz / er * 1e6; ncpu = nc / hz / nr * 1e6
-        printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |\n", s, erps, nrps, erps / nrps, ecpu, ncpu, ecpu / ncpu
+        ep99 = el / en; np99 = nl / nn
+        printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx | %.2f | %.2f | %.2fx |\n", s, erps, nrps, erps / nrps, ecpu, ncpu, ecpu / ncpu, ep99, np99, ep99 / np99
+        if (out != "") {
+            printf "https|%s|%s|req/s|%.0f|%.0f\n", w, s, erps, nrps >> out
+            printf "https|%s|%s|CPU us/req|%.1f|%.1f\n", w, s, ecpu, ncpu >> out
+            printf "https|%s|%s|p99 ms|%.2f|%.2f\n", w, s, ep99, np99 >> out
+        }
     }'
 done
 if [ -s "$workdir/edge.log" ]; then

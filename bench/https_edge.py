@@ -1,31 +1,46 @@
-"""The edge-proxy side of bench/https.sh: one HTTPS listener on uvloop, in one process.
+"""The edge-proxy side of bench/https.sh: its certificate and its configuration.
 
-`cert DIR` writes an ECDSA P-256 certificate for localhost and 127.0.0.1 (tls.crt, tls.key) that
-both proxies under test serve; `serve` runs the listener until SIGTERM or SIGINT.
+`setup DIR` writes DIR/cert/tls.crt and tls.key (ECDSA P-256 for localhost and 127.0.0.1, served
+by both proxies under test) and DIR/edge.toml, a complete config with one HTTPS listener in front
+of the bench upstream. The bench then runs `edge-proxy run --config DIR/edge.toml`: the same
+program, process model and feature set (routing, X-Forwarded-*, metrics, timeouts, the admin
+server and the certificate watcher) that an operator runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
-import logging
-import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from proxy.certstore.pem import Material
-from proxy.certstore.store import CertStore
-from proxy.certstore.validate import NamePolicy, validate_material
-from proxy.config import Address, HttpUpstream, Limits, ListenerConfig, Route
-from proxy.http import HttpsListener
-from proxy.tlsmaterial import TlsObjects, tls_preparer
+CONFIG = """\
+# Written by bench/https_edge.py for bench/https.sh.
+[server]
+workers = {workers}
+drain_seconds = 2  # the bench stops it with SIGTERM
+
+[tls]
+cert_dir = "cert"
+state_dir = "state"
+server_name = "localhost"
+ip_addresses = ["127.0.0.1"]
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token_file = "state/admin.token"
+
+[[listeners]]
+name = "bench"
+protocol = "https"
+listen = "127.0.0.1:{port}"
+upstream = "http://127.0.0.1:{upstream_port}"
+"""
 
 
 def write_cert(directory: Path) -> None:
@@ -52,43 +67,20 @@ def write_cert(directory: Path) -> None:
     (directory / "tls.key").chmod(0o600)
 
 
-async def serve(cert_dir: Path, port: int, upstream_port: int) -> None:
-    material = Material((cert_dir / "tls.crt").read_bytes(), (cert_dir / "tls.key").read_bytes())
-    store: CertStore[TlsObjects] = CertStore(tls_preparer("1.2"))
-    await store.publish(validate_material(material, NamePolicy("localhost", ("127.0.0.1",)), datetime.now(UTC)), "directory")
-    config = ListenerConfig(
-        name="bench",
-        protocol="https",
-        listen=Address("127.0.0.1", port),
-        limits=Limits(),
-        routes=(Route(HttpUpstream("http", "127.0.0.1", upstream_port)),),
-    )
-    listener = HttpsListener(config, "1.2", lambda: store.current.tls.ssl_context)
-    await listener.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"edge-proxy listening on 127.0.0.1:{listener.port}", flush=True)
-    await stop.wait()
-    await listener.stop(drain_seconds=1.0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    cert = commands.add_parser("cert")
-    cert.add_argument("directory", type=Path)
-    run = commands.add_parser("serve")
-    run.add_argument("--cert-dir", type=Path, required=True)
-    run.add_argument("--port", type=int, required=True)
-    run.add_argument("--upstream-port", type=int, required=True)
+    setup = commands.add_parser("setup")
+    setup.add_argument("directory", type=Path)
+    setup.add_argument("--port", type=int, required=True)
+    setup.add_argument("--upstream-port", type=int, required=True)
+    setup.add_argument("--admin-port", type=int, required=True)
+    setup.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    if args.command == "cert":
-        write_cert(args.directory)
-    else:
-        logging.basicConfig(level=logging.WARNING)
-        uvloop.run(serve(args.cert_dir, args.port, args.upstream_port))
+    write_cert(args.directory / "cert")
+    (args.directory / "state").mkdir(exist_ok=True)
+    config = CONFIG.format(workers=args.workers, admin_port=args.admin_port, port=args.port, upstream_port=args.upstream_port)
+    (args.directory / "edge.toml").write_text(config)
 
 
 if __name__ == "__main__":
