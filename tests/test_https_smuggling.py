@@ -179,6 +179,29 @@ async def test_a_stalled_head_gets_408_after_header_timeout(store: CertStore[Tls
             writer.close()
 
 
+async def test_a_head_dripped_in_pieces_gets_408_counted_from_its_first_byte(
+    store: CertStore[TlsObjects], up: Upstream, client_tls: ssl.SSLContext
+) -> None:
+    config = listener_config((Route(up.target),), header_timeout=0.5, idle_timeout=5.0)
+    async with running_edge(store, config) as edge:
+        reader, writer = await tls_connect(edge.port, client_tls)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            answer = asyncio.ensure_future(read_response(reader))
+            for i in range(30):  # a header every 0.1 s: each read must not restart the clock
+                await asyncio.wait([answer], timeout=0.1)
+                if answer.done():
+                    break
+                writer.write(b"X-Drip-%d: x\r\n" % i)
+            response = await asyncio.wait_for(answer, 5)
+            assert (response.status, response.header("connection")) == (408, "close")
+            assert loop.time() - started < 2.0
+        finally:
+            writer.close()
+
+
 async def test_an_idle_keep_alive_connection_is_closed_after_idle_timeout(
     store: CertStore[TlsObjects], up: Upstream, client_tls: ssl.SSLContext
 ) -> None:
