@@ -24,7 +24,10 @@ for bench in $BENCHES; do
     grpc)
         # grpc.sh prints a Markdown table: its leading text columns name the row, the first two
         # numeric columns are edge-proxy's calls/s and nginx's.
-        out=$(EDGE_BENCH_LOCKED=1 flock "$LOCK" bash "$HERE/grpc.sh")
+        # wrk takes DURATION=10s, grpc.sh whole seconds: the same knob serves both.
+        duration=()
+        if [ -n "${DURATION:-}" ]; then duration=("DURATION=${DURATION%s}"); fi
+        out=$(env "${duration[@]}" EDGE_BENCH_LOCKED=1 flock "$LOCK" bash "$HERE/grpc.sh")
         echo "$out"
         awk -F'|' '/^\| / {
             label = ""; ours = ""; theirs = ""
