@@ -112,7 +112,9 @@ class ClientConnection(asyncio.Protocol):
         if self._shared.draining:
             self.close()
         else:
-            self._watch(header=False)
+            # A fresh connection owes its first request head within header_timeout, as with
+            # nginx's client_header_timeout; idle_timeout is for keep-alive between requests.
+            self._watch(header=True)
 
     def data_received(self, data: bytes) -> None:
         if self._upgrading is not None:
