@@ -7,6 +7,8 @@ import pytest
 from proxy.certstore.validate import NamePolicy
 from tests.certs import Issuer, Leaf, ca_and_leaf
 
+pytest_plugins = ["tests.https_fixtures"]
+
 SERVER_NAME = "edge.example"
 SERVER_IP = "127.0.0.1"
 

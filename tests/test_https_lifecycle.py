@@ -33,11 +33,6 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
-
-
 async def test_an_address_in_use_raises_listener_error_naming_it(pki: Pki) -> None:
     store = await new_store(pki)
     with socket.socket() as taken:

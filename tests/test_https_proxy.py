@@ -15,13 +15,11 @@ from proxy.config import HttpUpstream, Route
 from proxy.http import HttpsListener
 from proxy.tlsmaterial import TlsObjects
 from tests.https_helpers import (
-    Pki,
     RawUpstream,
     Upstream,
     closed_by_peer,
     exchange_raw,
     listener_config,
-    new_store,
     read_request_head,
     read_response,
     running_edge,
@@ -30,27 +28,6 @@ from tests.https_helpers import (
 )
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
-
-
-@pytest.fixture
-def client_tls(pki: Pki) -> ssl.SSLContext:
-    return pki.client_context()
-
-
-@pytest.fixture
-async def store(pki: Pki) -> CertStore[TlsObjects]:
-    return await new_store(pki)
-
-
-@pytest.fixture
-async def up() -> AsyncIterator[Upstream]:
-    async with upstream() as server:
-        yield server
 
 
 @pytest.fixture

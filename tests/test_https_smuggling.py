@@ -20,38 +20,14 @@ from proxy.http.routing import Router
 from proxy.metrics import for_listener
 from proxy.tlsmaterial import TlsObjects
 from tests.https_helpers import (
-    Pki,
     Upstream,
     closed_by_peer,
     exchange_raw,
     listener_config,
-    new_store,
     read_response,
     running_edge,
     tls_connect,
-    upstream,
 )
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
-
-
-@pytest.fixture
-def client_tls(pki: Pki) -> ssl.SSLContext:
-    return pki.client_context()
-
-
-@pytest.fixture
-async def store(pki: Pki) -> CertStore[TlsObjects]:
-    return await new_store(pki)
-
-
-@pytest.fixture
-async def up() -> AsyncIterator[Upstream]:
-    async with upstream() as server:
-        yield server
 
 
 @pytest.fixture

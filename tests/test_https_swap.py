@@ -28,11 +28,6 @@ from tests.https_helpers import (
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    return Pki()
-
-
 @pytest.mark.parametrize("loop_factory", LOOPS.values(), ids=LOOPS.keys())
 def test_new_handshakes_get_the_new_certificate_while_open_connections_streams_and_websockets_continue(
     pki: Pki, loop_factory: Callable[[], asyncio.AbstractEventLoop]
