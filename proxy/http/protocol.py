@@ -180,7 +180,7 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(data)
 
-    def write_pieces(self, pieces: list[bytes]) -> None:
+    def write_pieces(self, pieces: list[bytes | memoryview]) -> None:
         if self.transport is None:
             return
         if len(pieces) == 1:
