@@ -7,21 +7,23 @@ order, and runs the process model (signals, drain, `server.workers` processes sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Protocol
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from typing import NoReturn, Protocol
 
 from proxy.certstore.service import CertificateService
 from proxy.certstore.store import CertStore, Serving
 from proxy.certstore.watcher import DirectoryWatcher
 from proxy.config import Config
+from proxy.errors import ProxyError
 from proxy.tasks import TaskSet
-from proxy.tlsmaterial import TlsObjects, tls_preparer
+from proxy.tlsmaterial import H2_ALPN, HTTPS_ALPN, TlsObjects, policy_context, tls_preparer
 
 log = logging.getLogger("proxy")
 
@@ -36,9 +38,10 @@ class Listener(Protocol):
 class Edge:
     """One process's edge. `start()` returns once every listener serves and the watcher watches."""
 
-    def __init__(self, config: Config, *, worker_index: int = 0) -> None:
+    def __init__(self, config: Config, *, worker_index: int = 0, policies: Mapping[str, ssl.SSLContext] | None = None) -> None:
         self.config = config
         self.worker_index = worker_index
+        self._policies = policies or {}
         self.store: CertStore[TlsObjects] = CertStore(tls_preparer(config.tls.min_version))
         self.service = CertificateService(self.store, config.tls)
         self.listeners: dict[str, Listener] = {}
@@ -66,10 +69,11 @@ class Edge:
         min_version = self.config.tls.min_version
         for cfg in self.config.listeners:
             listener: Listener
+            policy = self._policies.get(cfg.name)
             if cfg.protocol == "https":
-                listener = HttpsListener(cfg, min_version, lambda: self.store.current.tls.ssl_context, reuse_port=reuse)
+                listener = HttpsListener(cfg, min_version, lambda: self.store.current.tls.ssl_context, reuse_port=reuse, policy=policy)
             elif cfg.protocol == "grpc" and cfg.grpc_mode == "relay":
-                listener = RelayListener(cfg, min_version, self.current, reuse_port=reuse)
+                listener = RelayListener(cfg, min_version, self.current, reuse_port=reuse, policy=policy)
             elif cfg.protocol == "grpc":
                 listener = GrpcListener(cfg, min_version, self.current, reuse_port=reuse)
             else:
@@ -131,20 +135,62 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return factory
 
 
-def run_edge(config: Config, *, config_path: Path | None, worker_index: int = 0) -> int:
-    """Run until SIGTERM or SIGINT; return the exit code."""
+def policy_contexts(config: Config) -> dict[str, ssl.SSLContext]:
+    """The listening contexts' policies of the listeners that terminate TLS in Python (HTTPS and
+    gRPC relay), by listener name. Each holds the session-ticket keys of its listener."""
+    min_version = config.tls.min_version
+    policies: dict[str, ssl.SSLContext] = {}
+    for cfg in config.listeners:
+        if cfg.protocol == "https":
+            policies[cfg.name] = policy_context(min_version, HTTPS_ALPN)
+        elif cfg.protocol == "grpc" and cfg.grpc_mode == "relay":
+            policies[cfg.name] = policy_context(min_version, H2_ALPN)
+    return policies
+
+
+def run_edge(config: Config) -> int:
+    """Run until SIGTERM or SIGINT; return the exit code.
+
+    With `server.workers > 1` the other workers are forked first, from a process that has no
+    thread and no event loop yet, after the listening TLS contexts exist: every worker then
+    holds the same session-ticket keys, so a returning client resumes its TLS session whichever
+    worker the kernel hands it to, as with nginx's workers. Raises ProxyError when this
+    process cannot start.
+    """
+    policies = policy_contexts(config)
+    workers = _Workers()
+    index = workers.fork(config.server.workers - 1)
+    if index:
+        _run_worker(config, index, policies)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(serve(config, config_path, worker_index))
+        return runner.run(serve(config, policies=policies, workers=workers))
 
 
-async def serve(config: Config, config_path: Path | None = None, worker_index: int = 0) -> int:
-    """Run the edge on the running loop until SIGTERM or SIGINT, with SIGHUP reloading."""
+def _run_worker(config: Config, index: int, policies: Mapping[str, ssl.SSLContext]) -> NoReturn:
+    """A forked worker's whole life: it never returns into the caller's code."""
+    code = 1
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            code = runner.run(serve(config, index, policies=policies))
+    except ProxyError as e:
+        log.error("%s", e)
+    except BaseException:
+        log.exception("worker %d failed", index)
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+async def serve(
+    config: Config, worker_index: int = 0, *, policies: Mapping[str, ssl.SSLContext] | None = None, workers: _Workers | None = None
+) -> int:
+    """Run the edge on the running loop until SIGTERM or SIGINT, with SIGHUP reloading.
+    `workers`, in the first process only, are the forked siblings it signals and waits for."""
     loop = asyncio.get_running_loop()
-    edge = Edge(config, worker_index=worker_index)
+    edge = Edge(config, worker_index=worker_index, policies=policies)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    workers = _Workers(config, config_path) if worker_index == 0 and config.server.workers > 1 else None
 
     def on_hangup() -> None:
         edge.reload_soon()
@@ -152,9 +198,17 @@ async def serve(config: Config, config_path: Path | None = None, worker_index: i
             workers.signal(signal.SIGHUP)
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    await edge.start()
+    try:
+        await edge.start()
+    except BaseException:
+        if workers is not None:
+            workers.signal(signal.SIGTERM)
+            await asyncio.to_thread(workers.wait, config.server.drain_seconds + 5)
+        raise
+    # Objects made while starting live as long as the process: the cyclic collector need not
+    # walk them again on every full collection.
+    gc.freeze()
     if workers is not None:
-        workers.start()
         # Siblings re-read the directory after every swap here, so all serve the same material.
         edge.store.subscribe(lambda _serving: workers.signal(signal.SIGHUP))
     await stop.wait()
@@ -168,28 +222,45 @@ async def serve(config: Config, config_path: Path | None = None, worker_index: i
 
 
 class _Workers:
-    """The extra processes of `server.workers`: the same program, sharing ports via SO_REUSEPORT."""
+    """The forked siblings of the first process: the same edge, sharing ports via SO_REUSEPORT."""
 
-    def __init__(self, config: Config, config_path: Path | None) -> None:
-        self.count = config.server.workers - 1
-        self.config_path = config_path
-        self.processes: list[subprocess.Popen[bytes]] = []
+    def __init__(self) -> None:
+        self.pids: list[int] = []
 
-    def start(self) -> None:
-        for index in range(1, self.count + 1):
-            argv = [sys.executable, "-m", "proxy", "run", "--worker-index", str(index)]
-            if self.config_path is not None:
-                argv += ["--config", str(self.config_path)]
-            self.processes.append(subprocess.Popen(argv, cwd=os.getcwd()))
+    def fork(self, count: int) -> int:
+        """Fork `count` workers. Returns 0 here, and in each worker its index (1 to count)."""
+        for index in range(1, count + 1):
+            pid = os.fork()
+            if pid == 0:
+                self.pids = []
+                return index
+            self.pids.append(pid)
+        return 0
 
     def signal(self, sig: signal.Signals) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(sig)
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def wait(self, timeout: float) -> None:
-        for process in self.processes:
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        """Reap every worker; one still running after `timeout` seconds is killed."""
+        deadline = time.monotonic() + timeout
+        waiting = list(self.pids)
+        while waiting:
+            waiting = [pid for pid in waiting if not _reaped(pid)]
+            if waiting and time.monotonic() >= deadline:
+                for pid in waiting:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+                return
+            time.sleep(0.05)
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid

@@ -36,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the edge")
     run.add_argument("--config", type=Path, help="config file (default: config/edge.toml if present, else the embedded default)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a config file and print every problem")
     check.add_argument("--config", type=Path)
@@ -131,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     from proxy.app import run_edge  # imported late: `check-config` needs none of the servers
 
     try:
-        return run_edge(config, config_path=args.config, worker_index=args.worker_index)
+        return run_edge(config)
     except ProxyError as e:
         logging.getLogger("proxy").error("%s", e)
         return 1

@@ -105,14 +105,24 @@ def tls_preparer(min_version: str) -> Callable[[Snapshot], TlsObjects]:
     return prepare
 
 
-def listening_context(min_version: str, current: Callable[[], ssl.SSLContext], alpn: Sequence[str] = HTTPS_ALPN) -> ssl.SSLContext:
+def policy_context(min_version: str, alpn: Sequence[str] = HTTPS_ALPN) -> ssl.SSLContext:
+    """A listener's policy (versions, ciphers, ALPN), before it knows where certificates come
+    from. OpenSSL makes its session-ticket keys here, once: processes forked after this share
+    them, so a client resumes its session on any of them."""
+    return _base_context(min_version, alpn)
+
+
+def listening_context(
+    min_version: str, current: Callable[[], ssl.SSLContext], alpn: Sequence[str] = HTTPS_ALPN, *, policy: ssl.SSLContext | None = None
+) -> ssl.SSLContext:
     """The listener's own context: it carries policy (versions, ciphers, ALPN) and swaps in the
     current version's material context on every full handshake, with SNI or without.
 
     `current` must be cheap and must not raise: it runs on the event loop in OpenSSL's callback.
-    `alpn` must match the ALPN of the contexts `current` returns.
+    `alpn` must match the ALPN of the contexts `current` returns. `policy`, from
+    `policy_context` with the same version and ALPN, is used instead of a new context.
     """
-    context = _base_context(min_version, alpn)
+    context = policy if policy is not None else _base_context(min_version, alpn)
 
     def on_server_name(sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,6 +70,41 @@ async def test_two_workers_both_serve_the_new_certificate_after_a_swap(tmp_path:
         # different source ports reach both processes (all on one: odds of 2^-39).
         seen = {await asyncio.to_thread(peer_fingerprint, edge.https_port) for _ in range(40)}
         assert seen == {leaf.fingerprint}, f"still serving {before} somewhere"
+    finally:
+        await edge.stop()
+
+
+def _request_with_session(context: ssl.SSLContext, port: int, session: ssl.SSLSession | None) -> tuple[bool, ssl.SSLSession]:
+    """One request on a new TLS connection offering `session`; whether it was resumed, and the
+    session to offer next (TLS 1.3 tickets arrive after the handshake, so the answer is read)."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="edge.example", session=session) as tls,
+    ):
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: edge.example\r\nConnection: close\r\n\r\n")
+        while tls.recv(65536):
+            pass
+        assert tls.session is not None
+        return tls.session_reused, tls.session
+
+
+async def test_a_client_resumes_its_tls_session_on_any_worker(tmp_path: Path, upstream: int) -> None:
+    edge = EdgeProcess(tmp_path, upstream, workers=2)
+    await edge.start()
+    try:
+        deadline = time.monotonic() + 20
+        while edge.log().count("(https) serving on") < 2:
+            assert time.monotonic() < deadline, edge.log()
+            await asyncio.sleep(0.1)
+        context = ssl.create_default_context()  # a session is only offered by the context it came from
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        resumed, session = await asyncio.to_thread(_request_with_session, context, edge.https_port, None)
+        assert not resumed
+        # 40 connections from different source ports reach both workers (all on one: odds of
+        # 2^-39); each resumes only if every worker can open the ticket the first one issued.
+        outcomes = [(await asyncio.to_thread(_request_with_session, context, edge.https_port, session))[0] for _ in range(40)]
+        assert outcomes == [True] * 40
     finally:
         await edge.stop()
 

@@ -83,13 +83,19 @@ class HttpsListener:
     """Terminates TLS with the current certificate and proxies HTTP/1.1 to the routes' upstreams."""
 
     def __init__(
-        self, config: ListenerConfig, min_version: str, current_context: Callable[[], ssl.SSLContext], *, reuse_port: bool = False
+        self,
+        config: ListenerConfig,
+        min_version: str,
+        current_context: Callable[[], ssl.SSLContext],
+        *,
+        reuse_port: bool = False,
+        policy: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self._reuse_port = reuse_port
         # One long-lived context per listener holds the policy; each full handshake swaps in the
         # current version's material (FIELD-NOTES: sni_callback, with and without SNI).
-        self._ssl_context = listening_context(min_version, current_context)
+        self._ssl_context = listening_context(min_version, current_context, policy=policy)
         self._server: TlsServer | None = None
         self._shared: Shared | None = None
         self._pools: dict[HttpUpstream, UpstreamPool] = {}

@@ -45,7 +45,15 @@ def upstream_context(ca_pem: bytes | None) -> ssl.SSLContext:
 class RelayListener:
     """A TLS gRPC listener that relays each HTTP/2 connection to its upstream as bytes."""
 
-    def __init__(self, config: ListenerConfig, min_version: str, current: CurrentServing, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self,
+        config: ListenerConfig,
+        min_version: str,
+        current: CurrentServing,
+        *,
+        reuse_port: bool = False,
+        policy: ssl.SSLContext | None = None,
+    ) -> None:
         if config.grpc_upstream is None:
             raise ConfigError([f"listener {config.name!r}: a grpc listener needs an upstream"])
         self._config = config
@@ -54,7 +62,7 @@ class RelayListener:
         self._reuse_port = reuse_port
         # One long-lived context per listener holds the policy (versions, ciphers, ALPN h2); each
         # full handshake swaps in the current version's h2 material context.
-        self._ssl_context = listening_context(min_version, lambda: current().tls.h2_context, H2_ALPN)
+        self._ssl_context = listening_context(min_version, lambda: current().tls.h2_context, H2_ALPN, policy=policy)
         self._server: asyncio.Server | None = None
         self._shared: RelayShared | None = None
 
