@@ -32,7 +32,7 @@ class ClientSide(Protocol):
     @property
     def writing_paused(self) -> bool: ...
     def write(self, data: bytes) -> None: ...
-    def write_pieces(self, pieces: list[bytes | memoryview]) -> None: ...
+    def write_pieces(self, pieces: list[bytes]) -> None: ...
     def pause_reading(self, reason: int) -> None: ...
     def resume_reading(self, reason: int) -> None: ...
     def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None: ...
@@ -93,7 +93,7 @@ class Exchange:
         self._framing = NO_BODY
         self._rechunk = False
         self._close_client = False
-        self._out: list[bytes | memoryview] = []
+        self._out: list[bytes] = []
         self._tunneling = False
 
     # --- driven by the client connection -----------------------------------------------------
@@ -174,7 +174,7 @@ class Exchange:
         self._out.append(client_response_head(status, reason, headers, facts, chunked=rechunk, close=close, keep_alive_10=keep_alive_10))
         self.shared.metrics.request(status)
 
-    def on_body(self, data: bytes | memoryview) -> None:
+    def on_body(self, data: bytes) -> None:
         if self._rechunk:
             self._out += (chunk_size_line(len(data)), data, b"\r\n")
         else:

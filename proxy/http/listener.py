@@ -21,7 +21,6 @@ from proxy.http.routing import Router
 from proxy.http.upstream import UpstreamPool
 from proxy.metrics import for_listener
 from proxy.tlsmaterial import listening_context
-from proxy.tlsserver import TlsServer, listen_sockets
 
 log = logging.getLogger("proxy.http")
 
@@ -52,28 +51,7 @@ async def bind(
         raise ListenerError(f"listener {name!r} cannot listen on {address}: {e.strerror or e}") from e
 
 
-async def bind_tls(
-    name: str,
-    config: ListenerConfig,
-    factory: Callable[[], asyncio.Protocol],
-    *,
-    ssl_context: ssl.SSLContext,
-    reuse_port: bool,
-    on_handshake: Callable[[bool], None],
-) -> TlsServer:
-    """Listen on `config.listen` with TLS terminated on the socket (`proxy.tlsserver`).
-    Raises ListenerError naming the address and the reason."""
-    address = config.listen
-    try:
-        sockets = await asyncio.to_thread(listen_sockets, address.host, address.port, reuse_port=reuse_port, backlog=BACKLOG)
-    except OSError as e:
-        raise ListenerError(f"listener {name!r} cannot listen on {address}: {e.strerror or e}") from e
-    server = TlsServer(sockets, ssl_context, factory, handshake_timeout=config.limits.handshake_timeout, on_handshake=on_handshake)
-    server.start()
-    return server
-
-
-def bound_port(server: asyncio.Server | TlsServer | None) -> int:
+def bound_port(server: asyncio.Server | None) -> int:
     if server is None or not server.sockets:
         raise RuntimeError("the listener is not started")
     return int(server.sockets[0].getsockname()[1])
@@ -96,7 +74,7 @@ class HttpsListener:
         # One long-lived context per listener holds the policy; each full handshake swaps in the
         # current version's material (FIELD-NOTES: sni_callback, with and without SNI).
         self._ssl_context = listening_context(min_version, current_context, policy=policy)
-        self._server: TlsServer | None = None
+        self._server: asyncio.Server | None = None
         self._shared: Shared | None = None
         self._pools: dict[HttpUpstream, UpstreamPool] = {}
 
@@ -105,18 +83,8 @@ class HttpsListener:
         shared = Shared(config.name, config.limits, HttpMetrics(for_listener(config.name)))
         router = Router(config.routes, self._pool)
         self._shared = shared
-        series = shared.metrics.series
-
-        def on_handshake(ok: bool) -> None:
-            (series.handshakes if ok else series.handshake_failures).inc()
-
-        self._server = await bind_tls(
-            config.name,
-            config,
-            lambda: ClientConnection(shared, router),
-            ssl_context=self._ssl_context,
-            reuse_port=self._reuse_port,
-            on_handshake=on_handshake,
+        self._server = await bind(
+            config.name, config, lambda: ClientConnection(shared, router), ssl_context=self._ssl_context, reuse_port=self._reuse_port
         )
         log.info("%s: serving HTTPS on %s port %d", config.name, config.listen.host or "all addresses", self.port)
 
@@ -141,4 +109,5 @@ class HttpsListener:
             await self._shared.drain(drain_seconds)
         for pool in self._pools.values():
             pool.close()
+        await server.wait_closed()
         log.info("%s: stopped", self.config.name)

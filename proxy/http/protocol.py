@@ -41,6 +41,7 @@ class ClientConnection(asyncio.Protocol):
         "_closed",
         "_deadline",
         "_deadline_is_header",
+        "_handshake_timer",
         "_head_seen",
         "_head_size",
         "_headers",
@@ -91,14 +92,20 @@ class ClientConnection(asyncio.Protocol):
         # One lazily re-armed timer serves the header, idle and upstream timeouts: it fires at
         # least this often while one is pending, so a request never pays for a timer of its own.
         self._period = min(limits.header_timeout, limits.idle_timeout, limits.upstream_timeout)
+        # asyncio creates the protocol at accept, before the handshake, and reports no failed
+        # handshake; one that has not completed after its timeout has failed.
+        self._handshake_timer: asyncio.TimerHandle | None = self._loop.call_later(limits.handshake_timeout + 1.0, self._handshake_expired)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
-        # The TLS layer creates the protocol once the handshake is done, and counts handshakes.
         transport = cast(asyncio.Transport, transport)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self.transport = transport
+        self._shared.metrics.series.handshakes.inc()
         self._shared.opened(self)
         peer = transport.get_extra_info("peername")
         self._client_ip = str(peer[0]).encode() if peer else b"unknown"
@@ -180,7 +187,7 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(data)
 
-    def write_pieces(self, pieces: list[bytes | memoryview]) -> None:
+    def write_pieces(self, pieces: list[bytes]) -> None:
         if self.transport is None:
             return
         if len(pieces) == 1:
@@ -362,7 +369,13 @@ class ClientConnection(asyncio.Protocol):
                 return
         self._timer = self._loop.call_later(min(remaining, self._period), self._on_timer)
 
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if self.transport is None:
+            self._shared.metrics.series.handshake_failures.inc()
+
     def _cancel_timers(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._handshake_timer = None

@@ -22,10 +22,6 @@ NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 # own keep-alive timer rarely closes one under us (aiohttp's default is 75 s, gunicorn's 2 s).
 MAX_IDLE = 256
 KEEP_IDLE_SECONDS = 30.0
-# A read this large that starts a response has its head parsed alone and a Content-Length body
-# passed on as slices of the read: llhttp would copy the body into a new bytes object, which
-# costs more than splitting the read only for large ones (bench/README.md, issue 7).
-RELAY_READS_ABOVE = 4 * 1024
 
 
 class UpstreamUnreachable(ProxyError, ConnectionError):
@@ -37,7 +33,7 @@ class ResponseSink(Protocol):
 
     def on_interim(self, status: int, reason: bytes, headers: Headers) -> None: ...
     def on_head(self, status: int, reason: bytes, headers: Headers, facts: ResponseFacts, framing: int) -> None: ...
-    def on_body(self, data: bytes | memoryview) -> None: ...
+    def on_body(self, data: bytes) -> None: ...
     def on_end(self) -> None: ...
     def on_upgrade(self, reason: bytes, headers: Headers, rest: bytes) -> None: ...
     def after_data(self) -> None: ...
@@ -52,9 +48,6 @@ class UpstreamConnection(asyncio.Protocol):
     it only relays bytes (`tunnel`)."""
 
     __slots__ = (
-        "_between",
-        "_body_left",
-        "_head_alone",
         "_head_only",
         "_headers",
         "_in_head",
@@ -94,13 +87,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._headers: Headers = []
         self._in_head = True
-        # The parser is between messages: the next byte begins a response head.
-        self._between = True
-        # Set while the parser is fed exactly one whole head; then a Content-Length body is
-        # relayed as slices of the reads (`_body_left` bytes to go) instead of through llhttp,
-        # which would copy it into a new bytes object per read for `on_body`.
-        self._head_alone = False
-        self._body_left = 0
         self.done = False
         self.dirty = False
 
@@ -109,7 +95,6 @@ class UpstreamConnection(asyncio.Protocol):
         # cannot be told the request was HEAD); only then does the next exchange need a new one.
         if self._parser is None or self._head_only:
             self._parser = HttpResponseParser(self)
-            self._between = True
         self.sink = sink
         self.served += 1
         self._head_only = head_only
@@ -159,79 +144,18 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()  # an idle connection must stay silent; one that speaks is unusable
             return
         self.got_bytes = True
-        if self._body_left:
-            self._relay_body(sink, data, 0)
-        elif self._between and len(data) > RELAY_READS_ABOVE:
-            self._parse_heads(sink, data)
-        else:
-            self._feed(sink, data, 0, len(data))
-        if self.sink is sink:  # else the response broke and the exchange let go
-            sink.after_data()
-
-    def _parse_heads(self, sink: ResponseSink, data: bytes) -> None:
-        """Feed llhttp one whole head at a time, so that a Content-Length body that follows can be
-        relayed without it. Anything else (a head split over reads, chunked or close-delimited
-        bodies) goes through llhttp whole, as it arrives."""
-        start, size = 0, len(data)
-        while start < size:
-            end = data.find(b"\r\n\r\n", start) + 4  # llhttp requires CRLF: no head ends earlier
-            if end < 4:
-                self._feed(sink, data, start, size)
-                return
-            self._head_alone = True
-            try:
-                if not self._feed(sink, data, start, end):
-                    return
-            finally:
-                self._head_alone = False
-            if self._body_left:
-                self._relay_body(sink, data, end)
-                return
-            if not self._between:  # a body llhttp frames itself, or a refused response
-                if end < size:
-                    self._feed(sink, data, end, size)
-                return
-            start = end
-
-    def _feed(self, sink: ResponseSink, data: bytes, start: int, end: int) -> bool:
-        """Parse data[start:end]; False once the response is broken or became a tunnel."""
-        parser = self._parser
-        if parser is None:
-            return False
         try:
-            parser.feed_data(data if start == 0 and end == len(data) else memoryview(data)[start:end])
+            self._parser.feed_data(data)
         except HttpParserUpgrade as e:
             if self.sink is sink and self._status == 101:
                 self.tunnel = True
-                sink.on_upgrade(self._reason, self._headers, data[start + e.args[0] :])
-            return False
+                sink.on_upgrade(self._reason, self._headers, data[e.args[0] :])
         except HttpParserError as e:
             if not self.done:
                 sink.on_broken(f"invalid response: {e}")
+                return
             self.dirty = True  # bytes after a complete response: never reuse this connection
-            return False
-        return True
-
-    def _relay_body(self, sink: ResponseSink, data: bytes, start: int) -> None:
-        """Pass on the next `_body_left` bytes of a Content-Length body from data[start:]."""
-        size = len(data) - start
-        if size <= 0:
-            return
-        left = self._body_left
-        if start == 0 and size <= left:
-            piece: bytes | memoryview = data
-        else:
-            piece = memoryview(data)[start : start + left]
-        self._body_left = left = max(left - size, 0)
-        if not self.done:
-            sink.on_body(piece)
-        if left == 0:
-            # llhttp still waits for this body: the next response gets a parser of its own.
-            self._parser = None
-            self._between = True
-            if size > len(piece):
-                self.dirty = True  # bytes after a complete response: never reuse this connection
-            self.on_message_complete()
+        sink.after_data()
 
     def eof_received(self) -> bool:
         return False  # close; an UNTIL_CLOSE body ends in connection_lost
@@ -258,7 +182,6 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.done:
             self.dirty = True  # a second response to one request
-        self._between = False
         self._reason = b""
         self._headers = []
         self._in_head = True
@@ -287,9 +210,7 @@ class UpstreamConnection(asyncio.Protocol):
         elif facts.transfer_encoding is not None:
             framing = CHUNKED if facts.transfer_encoding.lower().rstrip().endswith(b"chunked") else UNTIL_CLOSE
         else:
-            framing = LENGTH if facts.length >= 0 else UNTIL_CLOSE
-            if framing == LENGTH and self._head_alone:
-                self._body_left = facts.length  # llhttp is fed no more of this response
+            framing = LENGTH if facts.has_length else UNTIL_CLOSE
         sink.on_head(status, self._reason, self._headers, facts, framing)
         if self._head_only:
             # The answer to HEAD has no body whatever its headers say (RFC 9110 9.3.2).
@@ -297,15 +218,12 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_end()
 
     def on_body(self, data: bytes) -> None:
-        if self._body_left:
-            raise ValueError("body past the end of the head")  # llhttp and our head end disagree
         if self.done:
             self.dirty = True
         elif self.sink is not None:
             self.sink.on_body(data)
 
     def on_message_complete(self) -> None:
-        self._between = True
         if self.done or self._status < 200 or self.sink is None:
             return  # interim responses end here too; llhttp then reads the next head
         self.done = True

@@ -98,10 +98,10 @@ class ResponseFacts:
     """The headers of an upstream response that decide its framing and what the edge drops, with
     the headers it forwards as they stand unless `tokens` names more to drop."""
 
-    __slots__ = ("kept", "length", "tokens", "transfer_encoding", "upgrade")
+    __slots__ = ("has_length", "kept", "tokens", "transfer_encoding", "upgrade")
 
     def __init__(self) -> None:
-        self.length = -1  # Content-Length (llhttp refused a second or malformed one), -1 if none
+        self.has_length = False
         self.transfer_encoding: bytes | None = None
         self.tokens: frozenset[bytes] = _NO_TOKENS
         self.upgrade = b""
@@ -116,7 +116,7 @@ def scan_response(headers: Headers) -> ResponseFacts:
         if len(name) in _RESPONSE_SCAN_LENGTHS:
             lowered = name.lower()
             if lowered == b"content-length":
-                facts.length = int(value)
+                facts.has_length = True
             elif lowered in HOP_BY_HOP:
                 if lowered == b"transfer-encoding":
                     facts.transfer_encoding = value
@@ -242,7 +242,7 @@ def client_response_head(
     if facts is None:
         facts = scan_response(headers)
     tail = b"Connection: upgrade\r\nUpgrade: %s\r\n\r\n" % facts.upgrade if upgrade else _FRAMING_TAILS[chunked, close, keep_alive_10]
-    if facts.tokens or (chunked and facts.length >= 0):
+    if facts.tokens or (chunked and facts.has_length):
         # Rare: headers named in Connection, or a length the edge's re-framing replaces.
         extra = facts.tokens | {b"content-length"} if chunked else facts.tokens
         out = [status_line(status, reason)]
