@@ -152,13 +152,16 @@ async def test_an_upstream_restart_under_load_costs_502_only_while_it_is_gone_an
             assert "502" in during and during <= {"200", "502"}
             # gRPC: UNAVAILABLE from the moment the upstream went away until the listener has
             # reconnected; OK before, and OK for every call after the first OK after the gap. A
-            # call in flight at the moment the upstream stops may end INTERNAL instead: grpc-core's
-            # code for a stream the upstream reset, passed on as a direct client would see it.
+            # call in flight at the moment the upstream stops may end CANCELLED, as the stopping
+            # upstream cancels it (a client connected to it directly sees the same); in grpcio
+            # mode, rarely, grpcio's own server ends such a call INTERNAL "Internal error from
+            # Core" instead (seen about once in 4,000 calls across such a stop).
             for name, timeline in grpcs.items():
                 before, until_recovered, after = timeline.phases(timeline.first_ok_after(timeline.back))
                 assert (before, after) == ({"OK"}, {"OK"}), name
                 assert "UNAVAILABLE" in until_recovered, name
-                assert until_recovered <= {"OK", "UNAVAILABLE", "INTERNAL"}, name
+                in_flight = {"CANCELLED", "INTERNAL"} if name.endswith("grpcio") else {"CANCELLED"}
+                assert until_recovered <= {"OK", "UNAVAILABLE"} | in_flight, name
             # The same edge serves afterwards, on new connections too.
             for _ in range(5):
                 assert (await new_connection_request(running.https_port, pki, "/after"))[0] == 200
