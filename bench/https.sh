@@ -10,6 +10,8 @@
 # is used, every load run is bounded by DURATION, and only processes started here are stopped.
 #
 # Usage: bench/https.sh    (DURATION=10s ROUNDS=2 CONNECTIONS=64 WORKERS=1 by default)
+# FLOOR=1 also measures bench/https_floor.py, a bare TLS byte relay on the same stack (one
+# process, pinned like the others), and prints what the edge's HTTP features cost above it.
 # RESULTS=FILE appends one line per figure, fields separated by "|" (bench/run.sh reads them).
 # Runs under `flock /tmp/edge-bench.lock` so that benchmarks never overlap; a caller that
 # already holds the lock sets EDGE_BENCH_LOCKED=1.
@@ -32,6 +34,8 @@ NGINX_PORT=${NGINX_PORT:-18444}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18081}
 ADMIN_PORT=${ADMIN_PORT:-18900}
 RESULTS=${RESULTS:-}
+FLOOR=${FLOOR:-0}
+FLOOR_PORT=${FLOOR_PORT:-18445}
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     apt-get install -y wrk nginx || { apt-get update && apt-get install -y wrk nginx; }
@@ -69,7 +73,7 @@ wait_for_port() {
     exit 1
 }
 
-for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT"; do
+for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT" "$FLOOR_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "127.0.0.1:$port is already in use; set UPSTREAM_PORT, NGINX_PORT, EDGE_PORT or ADMIN_PORT" >&2
         exit 1
@@ -147,6 +151,15 @@ pids+=("$nginx_pid")
 (cd "$workdir/edge" && exec "${proxy_cpu[@]}" "$EDGE" run --config edge.toml 2>"$workdir/edge.log") &
 edge_pid=$!
 pids+=("$edge_pid")
+targets=(edge nginx)
+if [ "$FLOOR" = 1 ]; then
+    "${proxy_cpu[@]}" "$PYTHON" "$HERE/https_floor.py" --port "$FLOOR_PORT" --upstream-port "$UPSTREAM_PORT" \
+        --cert "$cert/tls.crt" --key "$cert/tls.key" &
+    floor_pid=$!
+    pids+=("$floor_pid")
+    wait_for_port "$FLOOR_PORT"
+    targets+=(floor)
+fi
 for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT"; do wait_for_port "$port"; done
 sleep 1  # with several workers, give the others time to bind their SO_REUSEPORT sockets
 
@@ -194,12 +207,17 @@ scenarios=("keep-alive 100 B|/100b|" "keep-alive 64 KiB|/64k|" "new TLS connecti
 echo "warming up..." >&2
 DURATION=2s run warmup edge "$edge_pid" "$EDGE_PORT" /100b
 DURATION=2s run warmup nginx "$nginx_pid" "$NGINX_PORT" /100b
+if [ "$FLOOR" = 1 ]; then DURATION=2s run warmup floor "$floor_pid" "$FLOOR_PORT" /100b; fi
 for round in $(seq "$ROUNDS"); do
-    if [ $((round % 2)) -eq 1 ]; then order=(edge nginx); else order=(nginx edge); fi
+    if [ $((round % 2)) -eq 1 ]; then order=("${targets[@]}"); else order=(); for t in "${targets[@]}"; do order=("$t" "${order[@]}"); done; fi
     for entry in "${scenarios[@]}"; do
         IFS='|' read -r scenario path header <<<"$entry"
         for target in "${order[@]}"; do
-            if [ "$target" = edge ]; then pid=$edge_pid port=$EDGE_PORT; else pid=$nginx_pid port=$NGINX_PORT; fi
+            case $target in
+                edge) pid=$edge_pid port=$EDGE_PORT ;;
+                nginx) pid=$nginx_pid port=$NGINX_PORT ;;
+                floor) pid=$floor_pid port=$FLOOR_PORT ;;
+            esac
             echo "round $round: $scenario: $target" >&2
             if [ -n "$header" ]; then
                 run "$scenario" "$target" "$pid" "$port" "$path" -H "$header"
@@ -233,6 +251,22 @@ for entry in "${scenarios[@]}"; do
         }
     }'
 done
+if [ "$FLOOR" = 1 ]; then
+    echo
+    echo "The floor: a bare TLS byte relay on the same stack (bench/https_floor.py), CPU us per request"
+    echo
+    echo "| scenario | bare relay | nginx | relay/nginx | edge-proxy | edge-proxy above the relay |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for entry in "${scenarios[@]}"; do
+        IFS='|' read -r scenario _ _ <<<"$entry"
+        e="$scenario|edge" n="$scenario|nginx" f="$scenario|floor"
+        awk -v s="$scenario" -v hz="$hz" -v er="${requests[$e]}" -v ec="${cpu[$e]}" -v nr="${requests[$n]}" -v nc="${cpu[$n]}" \
+            -v fr="${requests[$f]}" -v fc="${cpu[$f]}" 'BEGIN {
+            ecpu = ec / hz / er * 1e6; ncpu = nc / hz / nr * 1e6; fcpu = fc / hz / fr * 1e6
+            printf "| %s | %.1f | %.1f | %.2fx | %.1f | %.1f |\n", s, fcpu, ncpu, fcpu / ncpu, ecpu, ecpu - fcpu
+        }'
+    done
+fi
 if [ -s "$workdir/edge.log" ]; then
     echo "edge-proxy logged $(wc -l <"$workdir/edge.log") line(s); the last ones:" >&2
     tail -5 "$workdir/edge.log" >&2
