@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 import warnings
 from collections.abc import Callable
 
@@ -130,8 +131,10 @@ async def test_handshakes_requests_latency_and_open_connections_are_counted(pki:
         async with running_edge(store, config) as edge:
             before = _sample("edge_tls_handshakes_total", name)
             reader, writer = await tls_connect(edge.port, pki.client_context())
-            await asyncio.sleep(0.05)
-            assert _sample("edge_tls_handshakes_total", name) == before + 1
+            deadline = time.monotonic() + 5  # tallies reach Prometheus within a second
+            while _sample("edge_tls_handshakes_total", name) != before + 1:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
             assert _sample("edge_open_connections", name) == 1
             for _ in range(3):
                 writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -31,11 +31,23 @@ class Closable(Protocol):
 
 
 class HttpMetrics:
-    """A listener's series. Requests and upstream latencies are tallied in plain numbers and
-    added to the Prometheus series at most once a second: on the hot path a request then costs
-    two list increments instead of three locks and a bucket search written in Python."""
+    """A listener's series. Requests, upstream latencies and handshakes are tallied in plain
+    numbers and added to the Prometheus series at most once a second: on the hot path a request
+    then costs two list increments instead of three locks and a bucket search written in Python,
+    and a new connection one addition instead of a lock."""
 
-    __slots__ = ("_bounds", "_by_class", "_errors", "_flush", "_latency_counts", "_latency_sum", "_loop", "_requests", "series")
+    __slots__ = (
+        "_bounds",
+        "_by_class",
+        "_errors",
+        "_flush",
+        "_handshakes",
+        "_latency_counts",
+        "_latency_sum",
+        "_loop",
+        "_requests",
+        "series",
+    )
 
     def __init__(self, series: ListenerMetrics) -> None:
         self.series = series
@@ -46,10 +58,16 @@ class HttpMetrics:
         self._bounds = bucket_bounds(series.upstream_latency)
         self._latency_counts = [0] * len(self._bounds)
         self._latency_sum = 0.0
+        self._handshakes = 0
         self._flush: asyncio.TimerHandle | None = None
 
     def request(self, status: int) -> None:
         self._requests[status // 100] += 1
+        if self._flush is None:
+            self._flush = self._loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def handshake(self) -> None:
+        self._handshakes += 1
         if self._flush is None:
             self._flush = self._loop.call_later(FLUSH_SECONDS, self.flush)
 
@@ -73,6 +91,9 @@ class HttpMetrics:
             if count and counter is not None:
                 counter.inc(count)
         self._requests = [0] * 10
+        if self._handshakes:
+            self.series.handshakes.inc(self._handshakes)
+            self._handshakes = 0
         if any(self._latency_counts):
             add_observations(self.series.upstream_latency, self._latency_counts, self._latency_sum)
             self._latency_counts = [0] * len(self._bounds)

@@ -105,7 +105,7 @@ class ClientConnection(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.transport = transport
-        self._shared.metrics.series.handshakes.inc()
+        self._shared.metrics.handshake()
         self._shared.opened(self)
         peer = transport.get_extra_info("peername")
         self._client_ip = str(peer[0]).encode() if peer else b"unknown"
