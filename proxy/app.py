@@ -27,6 +27,9 @@ from proxy.tlsmaterial import H2_ALPN, HTTPS_ALPN, TlsObjects, policy_context, t
 
 log = logging.getLogger("proxy")
 
+# How often a worker checks that the first process still runs.
+ORPHAN_CHECK_SECONDS = 1.0
+
 
 class Listener(Protocol):
     async def start(self) -> None: ...
@@ -48,13 +51,16 @@ class Edge:
         self.watcher: DirectoryWatcher | None = None
         self.admin: Listener | None = None
         self.draining = False
+        # With `server.workers > 1`, the first process is healthy only while every worker serves.
+        self.workers_serving = True
+        self.worker_lost = False
         self._started = False
         self._tasks = TaskSet()
 
     @property
     def healthy(self) -> bool:
         watching = self.watcher is None or self.watcher.watching
-        return self._started and watching and not self.draining
+        return self._started and watching and self.workers_serving and not self.draining
 
     def current(self) -> Serving[TlsObjects]:
         return self.store.current
@@ -88,7 +94,13 @@ class Edge:
                 # First, so that probes get an honest 503 while the rest starts.
                 from proxy.admin.server import AdminServer
 
-                self.admin = AdminServer(self.config.admin, self.service, health=lambda: self.healthy, draining=lambda: self.draining)
+                self.admin = AdminServer(
+                    self.config.admin,
+                    self.service,
+                    health=lambda: self.healthy,
+                    draining=lambda: self.draining,
+                    degraded=lambda: self.worker_lost,
+                )
                 await self.admin.start()
             for listener in self.listeners.values():
                 await listener.start()
@@ -161,17 +173,17 @@ def run_edge(config: Config) -> int:
     workers = _Workers()
     index = workers.fork(config.server.workers - 1)
     if index:
-        _run_worker(config, index, policies)
+        _run_worker(config, index, policies, workers)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(serve(config, policies=policies, workers=workers))
 
 
-def _run_worker(config: Config, index: int, policies: Mapping[str, ssl.SSLContext]) -> NoReturn:
+def _run_worker(config: Config, index: int, policies: Mapping[str, ssl.SSLContext], workers: _Workers) -> NoReturn:
     """A forked worker's whole life: it never returns into the caller's code."""
     code = 1
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            code = runner.run(serve(config, index, policies=policies))
+            code = runner.run(serve(config, index, policies=policies, workers=workers))
     except ProxyError as e:
         log.error("%s", e)
     except BaseException:
@@ -185,12 +197,16 @@ async def serve(
     config: Config, worker_index: int = 0, *, policies: Mapping[str, ssl.SSLContext] | None = None, workers: _Workers | None = None
 ) -> int:
     """Run the edge on the running loop until SIGTERM or SIGINT, with SIGHUP reloading.
-    `workers`, in the first process only, are the forked siblings it signals and waits for."""
+    `workers`: in the first process, the forked siblings it signals and waits for; in a worker,
+    its line back to the first process."""
     loop = asyncio.get_running_loop()
     edge = Edge(config, worker_index=worker_index, policies=policies)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if workers is not None and workers.pids:
+        edge.workers_serving = False
+        workers.watch_serving(loop, edge)
 
     def on_hangup() -> None:
         edge.reload_soon()
@@ -208,9 +224,12 @@ async def serve(
     # Objects made while starting live as long as the process: the cyclic collector need not
     # walk them again on every full collection.
     gc.freeze()
-    if workers is not None:
+    if workers is not None and workers.pids:
         # Siblings re-read the directory after every swap here, so all serve the same material.
         edge.store.subscribe(lambda _serving: workers.signal(signal.SIGHUP))
+    elif workers is not None:
+        workers.report_serving()
+        workers.watch_first_process(loop, stop)
     await stop.wait()
     log.info("stopping: draining for up to %.0f s", config.server.drain_seconds)
     if workers is not None:
@@ -222,20 +241,79 @@ async def serve(
 
 
 class _Workers:
-    """The forked siblings of the first process: the same edge, sharing ports via SO_REUSEPORT."""
+    """The forked siblings of the first process: the same edge, sharing ports via SO_REUSEPORT.
+
+    Each worker reports through a pipe once it serves and holds the pipe open for as long as it
+    runs, so the first process answers /healthz with 200 only while every process serves (an
+    orchestrator then restarts the whole edge when a worker dies); a worker whose first process
+    is gone (killed outright, without the chance to stop it) drains and exits instead of
+    serving on alone.
+    """
 
     def __init__(self) -> None:
         self.pids: list[int] = []
+        self._serving_pipes: list[int] = []  # in the first process: a read end per worker
+        self._report_pipe: int | None = None  # in a worker: the write end of its own
+        self._first_process = os.getpid()
 
     def fork(self, count: int) -> int:
         """Fork `count` workers. Returns 0 here, and in each worker its index (1 to count)."""
         for index in range(1, count + 1):
+            read, write = os.pipe()
             pid = os.fork()
             if pid == 0:
-                self.pids = []
+                for fd in (read, *self._serving_pipes):
+                    os.close(fd)
+                self.pids, self._serving_pipes, self._report_pipe = [], [], write
                 return index
+            os.close(write)
             self.pids.append(pid)
+            self._serving_pipes.append(read)
         return 0
+
+    # --- in a worker ---------------------------------------------------------------------
+
+    def report_serving(self) -> None:
+        if self._report_pipe is not None:
+            os.write(self._report_pipe, b"1")  # the pipe stays open: its end is this worker's end
+
+    def watch_first_process(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+        def check() -> None:
+            if os.getppid() != self._first_process:
+                log.warning("the first process (pid %d) is gone: stopping this worker", self._first_process)
+                stop.set()
+            else:
+                loop.call_later(ORPHAN_CHECK_SECONDS, check)
+
+        loop.call_later(ORPHAN_CHECK_SECONDS, check)
+
+    # --- in the first process ------------------------------------------------------------
+
+    def watch_serving(self, loop: asyncio.AbstractEventLoop, edge: Edge) -> None:
+        """Keep `edge.workers_serving` true exactly while every worker serves: from the last
+        worker's report until any worker exits (logged unless the edge is stopping)."""
+        waiting = set(self._serving_pipes)
+        exited: list[int] = []
+
+        def on_pipe(fd: int, pid: int) -> None:
+            try:
+                report = os.read(fd, 1)
+            except OSError:
+                report = b""
+            if report == b"1":
+                waiting.discard(fd)
+                edge.workers_serving = not waiting and not exited
+                return
+            loop.remove_reader(fd)
+            os.close(fd)
+            exited.append(pid)
+            edge.workers_serving = False
+            edge.worker_lost = True
+            if not edge.draining:
+                log.error("worker process %d exited; /healthz answers 503 until the edge is restarted", pid)
+
+        for fd, pid in zip(self._serving_pipes, self.pids, strict=True):
+            loop.add_reader(fd, on_pipe, fd, pid)
 
     def signal(self, sig: signal.Signals) -> None:
         for pid in self.pids:

@@ -4,6 +4,8 @@ clear failures at start. Each test runs the real program as a child process."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
 import socket
 import ssl
@@ -107,6 +109,57 @@ async def test_a_client_resumes_its_tls_session_on_any_worker(tmp_path: Path, up
         assert outcomes == [True] * 40
     finally:
         await edge.stop()
+
+
+def _worker_pids(edge: EdgeProcess) -> set[int]:
+    """The forked workers' PIDs, read from their log lines (the log format carries the PID)."""
+    assert edge.process is not None
+    serving = {int(pid) for pid in re.findall(r"\[(\d+)\] proxy: web \(https\) serving on", edge.log())}
+    return serving - {edge.process.pid}
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def test_healthz_answers_503_once_a_worker_has_died(tmp_path: Path, upstream: int) -> None:
+    edge = EdgeProcess(tmp_path, upstream, workers=2)
+    await edge.start()  # 200 only once the first process and its worker both serve
+    try:
+        (worker,) = _worker_pids(edge)
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(f"http://127.0.0.1:{edge.admin_port}/healthz") as response:
+                    if response.status == 503:
+                        assert await response.json() == {"status": "degraded"}
+                        break
+                assert time.monotonic() < deadline, edge.log()
+                await asyncio.sleep(0.1)
+        assert f"worker process {worker} exited" in edge.log()
+        # The first process still serves what it can.
+        assert await asyncio.to_thread(peer_fingerprint, edge.https_port)
+    finally:
+        await edge.stop()
+
+
+async def test_a_worker_stops_once_its_first_process_is_gone(tmp_path: Path, upstream: int) -> None:
+    edge = EdgeProcess(tmp_path, upstream, workers=2)
+    await edge.start()
+    (worker,) = _worker_pids(edge)
+    assert edge.process is not None
+    edge.process.kill()  # no chance to stop its workers itself
+    await asyncio.to_thread(edge.process.wait, 10)
+    deadline = time.monotonic() + 20
+    while _running(worker):
+        assert time.monotonic() < deadline, edge.log()
+        await asyncio.sleep(0.1)
+    assert "is gone: stopping this worker" in edge.log()
 
 
 async def test_sigterm_lets_an_in_flight_response_finish_then_exits_0(tmp_path: Path, upstream: int) -> None:

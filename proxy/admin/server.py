@@ -42,13 +42,16 @@ class AdminServer:
         *,
         health: Callable[[], bool],
         draining: Callable[[], bool] | None = None,
+        degraded: Callable[[], bool] | None = None,
     ) -> None:
         """`health`: every listener serves and the watcher watches. `draining`: the edge is
-        stopping; without it, unhealthy after healthy is taken to mean draining."""
+        stopping; without it, unhealthy after healthy is taken to mean draining. `degraded`:
+        part of the edge that served has failed (a worker process died)."""
         self.config = config
         self.service = service
         self._health = health
         self._draining = draining
+        self._degraded = degraded
         self._token = ""
         self._page: Page | None = None
         self._runner: web.AppRunner | None = None
@@ -169,7 +172,12 @@ class AdminServer:
             return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
         # Without `draining`: the edge only turns unhealthy after it was healthy when it drains.
         draining = self._draining() if self._draining is not None else self._was_healthy
-        status = "draining" if self._stopping or draining else "starting"
+        if self._stopping or draining:
+            status = "draining"
+        elif self._degraded is not None and self._degraded():
+            status = "degraded"
+        else:
+            status = "starting"
         return web.json_response({"status": status}, status=503, headers={"Cache-Control": "no-store"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
