@@ -104,6 +104,17 @@ async def test_an_idle_connection_is_closed_and_a_stalled_head_gets_408() -> Non
         await listener.stop(drain_seconds=1)
 
 
+async def test_a_connection_that_never_sends_a_request_is_closed_after_header_timeout() -> None:
+    listener = RedirectListener(redirect_config(idle_timeout=60, header_timeout=0.2))
+    await listener.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        assert await closed_by_peer(reader, timeout=5)  # long before the 60 s idle timeout
+        writer.close()
+    finally:
+        await listener.stop(drain_seconds=1)
+
+
 def test_the_default_https_port_is_left_out_of_the_location() -> None:
     assert redirect_location(b"vertex.example.com", b"/x", 443) == b"https://vertex.example.com/x"
     assert redirect_location(b"VERTEX.example.com.:80", b"/", 8443) == b"https://vertex.example.com:8443/"

@@ -64,7 +64,9 @@ class _RedirectConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._shared.opened(self)
-        self._arm(self._shared.limits.idle_timeout)
+        # A fresh connection owes its first request head within header_timeout, as on the HTTPS
+        # listeners (nginx's client_header_timeout); idle_timeout is for keep-alive after it.
+        self._arm(self._shared.limits.header_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
