@@ -4,6 +4,7 @@ clear failures at start. Each test runs the real program as a child process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -107,8 +108,30 @@ async def test_a_client_resumes_its_tls_session_on_any_worker(tmp_path: Path, up
         # 2^-39); each resumes only if every worker can open the ticket the first one issued.
         outcomes = [(await asyncio.to_thread(_request_with_session, context, edge.https_port, session))[0] for _ in range(40)]
         assert outcomes == [True] * 40
+        # The same on the gRPC listener (relay mode, ALPN h2), which has ticket keys of its own.
+        h2 = ssl.create_default_context()
+        h2.check_hostname = False
+        h2.verify_mode = ssl.CERT_NONE
+        h2.set_alpn_protocols(["h2"])
+        resumed, session = await asyncio.to_thread(_handshake_with_session, h2, edge.grpc_port, None)
+        assert not resumed
+        outcomes = [(await asyncio.to_thread(_handshake_with_session, h2, edge.grpc_port, session))[0] for _ in range(40)]
+        assert outcomes == [True] * 40
     finally:
         await edge.stop()
+
+
+def _handshake_with_session(context: ssl.SSLContext, port: int, session: ssl.SSLSession | None) -> tuple[bool, ssl.SSLSession]:
+    """A TLS handshake offering `session`, then a short read so the tickets that follow arrive."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="edge.example", session=session) as tls,
+    ):
+        tls.settimeout(0.5)
+        with contextlib.suppress(TimeoutError, ssl.SSLError, ConnectionError):
+            tls.recv(65536)  # nothing is sent before an HTTP/2 preface: waits out the timeout
+        assert tls.session is not None
+        return tls.session_reused, tls.session
 
 
 def _worker_pids(edge: EdgeProcess) -> set[int]:
