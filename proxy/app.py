@@ -227,7 +227,7 @@ async def serve(
     if workers is not None and workers.pids:
         # Siblings re-read the directory after every swap here, so all serve the same material.
         edge.store.subscribe(lambda _serving: workers.signal(signal.SIGHUP))
-    elif workers is not None:
+    elif workers is not None and workers.in_worker:
         workers.report_serving()
         workers.watch_first_process(loop, stop)
     await stop.wait()
@@ -272,6 +272,11 @@ class _Workers:
         return 0
 
     # --- in a worker ---------------------------------------------------------------------
+
+    @property
+    def in_worker(self) -> bool:
+        """True in a forked worker; False in the first process, with or without workers."""
+        return self._report_pipe is not None
 
     def report_serving(self) -> None:
         if self._report_pipe is not None:

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from proxy.app import ORPHAN_CHECK_SECONDS
 from tests.certs import Issuer
 from tests.edge_process import EdgeProcess, peer_fingerprint
 
@@ -183,6 +184,18 @@ async def test_a_worker_stops_once_its_first_process_is_gone(tmp_path: Path, ups
         assert time.monotonic() < deadline, edge.log()
         await asyncio.sleep(0.1)
     assert "is gone: stopping this worker" in edge.log()
+
+
+async def test_a_single_process_edge_is_nobody_s_worker_and_keeps_serving(tmp_path: Path, upstream: int) -> None:
+    edge = EdgeProcess(tmp_path, upstream)
+    await edge.start()
+    try:
+        await asyncio.sleep(ORPHAN_CHECK_SECONDS * 2.5)  # past the checks a forked worker makes
+        assert edge.process is not None and edge.process.poll() is None, edge.log()
+        assert await asyncio.to_thread(peer_fingerprint, edge.https_port)
+        assert "stopping" not in edge.log()
+    finally:
+        await edge.stop()
 
 
 async def test_sigterm_lets_an_in_flight_response_finish_then_exits_0(tmp_path: Path, upstream: int) -> None:
