@@ -182,6 +182,8 @@ def _run_worker(config: Config, index: int, policies: Mapping[str, ssl.SSLContex
     """A forked worker's whole life: it never returns into the caller's code."""
     code = 1
     try:
+        if not workers.wait_for_first_process():
+            os._exit(1)  # the first process could not start, and said why
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             code = runner.run(serve(config, index, policies=policies, workers=workers))
     except ProxyError as e:
@@ -218,6 +220,7 @@ async def serve(
         await edge.start()
     except BaseException:
         if workers is not None:
+            workers.release(go=False)
             workers.signal(signal.SIGTERM)
             await asyncio.to_thread(workers.wait, config.server.drain_seconds + 5)
         raise
@@ -225,6 +228,7 @@ async def serve(
     # walk them again on every full collection.
     gc.freeze()
     if workers is not None and workers.pids:
+        workers.release()
         # Siblings re-read the directory after every swap here, so all serve the same material.
         edge.store.subscribe(lambda _serving: workers.signal(signal.SIGHUP))
     elif workers is not None and workers.in_worker:
@@ -254,21 +258,29 @@ class _Workers:
         self.pids: list[int] = []
         self._serving_pipes: list[int] = []  # in the first process: a read end per worker
         self._report_pipe: int | None = None  # in a worker: the write end of its own
+        # Workers start only once the first process serves, so that they load the certificate it
+        # chose (on a first start, the self-signed default it generated) instead of racing it.
+        self._go_pipes: list[int] = []  # in the first process: a write end per worker
+        self._go_pipe: int | None = None  # in a worker: the read end of its own
         self._first_process = os.getpid()
 
     def fork(self, count: int) -> int:
         """Fork `count` workers. Returns 0 here, and in each worker its index (1 to count)."""
         for index in range(1, count + 1):
-            read, write = os.pipe()
+            serving_read, serving_write = os.pipe()
+            go_read, go_write = os.pipe()
             pid = os.fork()
             if pid == 0:
-                for fd in (read, *self._serving_pipes):
+                for fd in (serving_read, go_write, *self._serving_pipes, *self._go_pipes):
                     os.close(fd)
-                self.pids, self._serving_pipes, self._report_pipe = [], [], write
+                self.pids, self._serving_pipes, self._go_pipes = [], [], []
+                self._report_pipe, self._go_pipe = serving_write, go_read
                 return index
-            os.close(write)
+            os.close(serving_write)
+            os.close(go_read)
             self.pids.append(pid)
-            self._serving_pipes.append(read)
+            self._serving_pipes.append(serving_read)
+            self._go_pipes.append(go_write)
         return 0
 
     # --- in a worker ---------------------------------------------------------------------
@@ -277,6 +289,19 @@ class _Workers:
     def in_worker(self) -> bool:
         """True in a forked worker; False in the first process, with or without workers."""
         return self._report_pipe is not None
+
+    def wait_for_first_process(self) -> bool:
+        """Block until the first process serves; False if it ended without serving."""
+        # A reload asked meanwhile is moot: the worker reads the directory when it starts.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        assert self._go_pipe is not None
+        try:
+            go = os.read(self._go_pipe, 1)
+        except OSError:
+            go = b""
+        os.close(self._go_pipe)
+        self._go_pipe = None
+        return go == b"1"
 
     def report_serving(self) -> None:
         if self._report_pipe is not None:
@@ -319,6 +344,15 @@ class _Workers:
 
         for fd, pid in zip(self._serving_pipes, self.pids, strict=True):
             loop.add_reader(fd, on_pipe, fd, pid)
+
+    def release(self, go: bool = True) -> None:
+        """Let the workers start (or, with go=False, tell them the first process will not)."""
+        for fd in self._go_pipes:
+            with contextlib.suppress(OSError):
+                if go:
+                    os.write(fd, b"1")
+            os.close(fd)
+        self._go_pipes = []
 
     def signal(self, sig: signal.Signals) -> None:
         for pid in self.pids:

@@ -198,6 +198,18 @@ async def test_a_single_process_edge_is_nobody_s_worker_and_keeps_serving(tmp_pa
         await edge.stop()
 
 
+async def test_on_a_first_start_every_worker_serves_the_one_self_signed_default(tmp_path: Path, upstream: int) -> None:
+    edge = EdgeProcess(tmp_path, upstream, workers=2)  # no certificate anywhere yet
+    await edge.start()
+    try:
+        # Workers start once the first process serves, and load the default it generated.
+        seen = {await asyncio.to_thread(peer_fingerprint, edge.https_port) for _ in range(40)}
+        assert len(seen) == 1, edge.log()
+        assert edge.log().count("generated a self-signed certificate") == 1, edge.log()
+    finally:
+        await edge.stop()
+
+
 async def test_sigterm_lets_an_in_flight_response_finish_then_exits_0(tmp_path: Path, upstream: int) -> None:
     edge = EdgeProcess(tmp_path, upstream, drain_seconds=10)
     await edge.start()
