@@ -336,6 +336,7 @@ class _Workers:
                 return
             loop.remove_reader(fd)
             os.close(fd)
+            _reaped(pid)  # reaped now if already gone (else at stop): no zombie kept by a PID 1
             exited.append(pid)
             edge.workers_serving = False
             edge.worker_lost = True
