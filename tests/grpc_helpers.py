@@ -12,7 +12,7 @@ import hashlib
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from proxy.certstore.store import CertStore, Serving
 from proxy.certstore.validate import NamePolicy, validate_material
 from proxy.config import Address, GrpcUpstream, Limits, ListenerConfig
 from proxy.grpcedge import GrpcListener
+from proxy.grpcedge.relay import RelayListener
 from proxy.tlsmaterial import TlsObjects, tls_preparer
 
 SERVICE = "echo.Echo"
@@ -33,6 +34,8 @@ MiB = 1024 * 1024
 # grpc-status-details-bin carries in real services, with no protobuf dependency here.
 STATUS_DETAILS = b"\x08\x05\x12\x04gone"
 Metadata = tuple[tuple[str, str | bytes], ...]
+# Generous: only a hang would take this long; nothing here measures speed.
+WAIT = 20
 
 
 def method(name: str) -> str:
@@ -144,26 +147,32 @@ def issue_material(ca: trustme.CA) -> Material:
 
 
 @dataclass
-class CountingReader:
-    """The listener's `current()`, counting its calls: the listener reads the serving version once
-    per new TLS handshake, so the count tells a test when a client made a new connection."""
+class RecordingReader:
+    """The listener's `current()`: it is read once per full TLS handshake, so the fingerprints
+    recorded here are the certificates new handshakes were given, in order, and their number
+    tells a test when a client made a new connection."""
 
     store: CertStore[TlsObjects]
-    reads: int = 0
+    handed_out: list[str] = field(default_factory=list)
 
     def __call__(self) -> Serving[TlsObjects]:
-        self.reads += 1
-        return self.store.current
+        serving = self.store.current
+        self.handed_out.append(serving.snapshot.fingerprint)
+        return serving
+
+    @property
+    def reads(self) -> int:
+        return len(self.handed_out)
 
 
 @dataclass
 class Edge:
     """The listener under test with its store and the CA its clients trust."""
 
-    listener: GrpcListener
+    listener: GrpcListener | RelayListener
     store: CertStore[TlsObjects]
     ca: trustme.CA
-    reader: CountingReader
+    reader: RecordingReader
 
     @property
     def certificate_reads(self) -> int:
@@ -207,17 +216,25 @@ async def handshake_fingerprint(port: int, ca: trustme.CA) -> str:
 
 
 @asynccontextmanager
-async def running_edge(upstream_port: int, *, reuse_port: bool = False, **overrides: Any) -> AsyncIterator[Edge]:
+async def running_edge(
+    upstream_port: int, *, mode: str = "grpcio", min_version: str = "1.2", reuse_port: bool = False, **overrides: Any
+) -> AsyncIterator[Edge]:
+    """A gRPC listener of `mode` ("grpcio" or "relay") on 127.0.0.1 with a trustme certificate."""
     ca = trustme.CA()
-    store: CertStore[TlsObjects] = CertStore(tls_preparer("1.2"))
+    store: CertStore[TlsObjects] = CertStore(tls_preparer(min_version))
     await publish(store, issue_material(ca))
-    reader = CountingReader(store)
-    listener = GrpcListener(listener_config(upstream_port, **overrides), "1.2", reader, reuse_port=reuse_port)
+    reader = RecordingReader(store)
+    kind = RelayListener if mode == "relay" else GrpcListener
+    listener = kind(listener_config(upstream_port, **overrides), min_version, reader, reuse_port=reuse_port)
     await listener.start()
     try:
         yield Edge(listener, store, ca, reader)
     finally:
         await listener.stop(0)
+
+
+def running_relay(upstream_port: int, **options: Any) -> AbstractAsyncContextManager[Edge]:
+    return running_edge(upstream_port, mode="relay", **options)
 
 
 @asynccontextmanager

@@ -21,9 +21,7 @@ from proxy.errors import ListenerError
 from proxy.grpcedge import GrpcListener
 from proxy.grpcedge.listener import CertificateFetcher
 from proxy.tlsmaterial import TlsObjects, tls_preparer
-from tests.grpc_helpers import issue_material, listener_config, method, publish, running_edge, running_upstream
-
-WAIT = 20
+from tests.grpc_helpers import WAIT, issue_material, listener_config, method, publish, running_edge, running_upstream
 
 
 async def test_second_listener_on_a_taken_port_fails_naming_the_address() -> None:

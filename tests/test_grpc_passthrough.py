@@ -1,5 +1,6 @@
-"""A real grpcio client calls a real grpcio upstream through the gRPC listener: every RPC kind,
-metadata both ways, statuses, deadlines, cancellation, an unreachable upstream, large messages."""
+"""A real grpcio client calls a real grpcio upstream through a grpcio-mode gRPC listener:
+deadlines, cancellation, an unreachable upstream, large messages, metrics. The RPC kinds,
+metadata and statuses, the same in both modes, are in test_grpc_rpc_kinds.py."""
 
 from __future__ import annotations
 
@@ -9,65 +10,7 @@ import grpc
 import pytest
 
 from proxy.metrics import REGISTRY
-from tests.grpc_helpers import STATUS_DETAILS, MiB, closed_port, method, running_edge, running_upstream
-
-# Generous: only a hang would take this long; nothing here measures speed.
-WAIT = 20
-
-
-async def test_unary_call_passes_through_with_metadata_both_ways() -> None:
-    async with running_upstream() as upstream, running_edge(upstream.port) as edge, edge.channel() as channel:
-        call = channel.unary_unary(method("Unary"))(b"hello", metadata=(("x-trace", "abc"), ("x-blob-bin", b"\x00\xfe\xff")), timeout=WAIT)
-        assert await call == b"hello"
-        assert await call.code() == grpc.StatusCode.OK
-        assert tuple(await call.initial_metadata()) == (("x-trace", "abc"), ("x-blob-bin", b"\x00\xfe\xff"))
-        assert tuple(await call.trailing_metadata()) == (("x-trailer", "done"), ("x-trailer-bin", b"\x00\x01\xff"))
-    seen = dict(upstream.seen_metadata[-1])
-    assert seen["x-trace"] == "abc"
-    assert seen["x-blob-bin"] == b"\x00\xfe\xff"
-
-
-async def test_server_streaming_call_passes_every_message() -> None:
-    async with running_upstream() as upstream, running_edge(upstream.port) as edge, edge.channel() as channel:
-        call = channel.unary_stream(method("ServerStream"))(b"5", timeout=WAIT)
-        assert [m async for m in call] == [b"0", b"1", b"2", b"3", b"4"]
-        assert await call.code() == grpc.StatusCode.OK
-
-
-async def test_client_streaming_call_passes_every_message() -> None:
-    async with running_upstream() as upstream, running_edge(upstream.port) as edge, edge.channel() as channel:
-        call = channel.stream_unary(method("ClientStream"))(iter([b"a", b"b", b"c"]), timeout=WAIT)
-        assert await call == b"a|b|c"
-
-
-async def test_bidi_stream_answers_each_message_in_turn() -> None:
-    async with running_upstream() as upstream, running_edge(upstream.port) as edge, edge.channel() as channel:
-        call = channel.stream_stream(method("Bidi"))(timeout=WAIT)
-        for word in (b"one", b"two", b"three"):
-            await call.write(word)
-            assert await call.read() == word.upper()
-        await call.done_writing()
-        assert await call.read() is grpc.aio.EOF
-        assert await call.code() == grpc.StatusCode.OK
-
-
-async def test_error_status_details_and_binary_trailer_pass_unchanged() -> None:
-    async with running_upstream() as upstream, running_edge(upstream.port) as edge, edge.channel() as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await channel.unary_unary(method("Fail"))(b"widget-7", timeout=WAIT)
-    error = raised.value
-    assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert error.details() == "no such thing: widget-7"
-    trailers = dict(error.trailing_metadata())
-    assert trailers["grpc-status-details-bin"] == STATUS_DETAILS
-    assert trailers["x-reason"] == "gone"
-
-
-async def test_unknown_method_gets_the_upstreams_unimplemented() -> None:
-    async with running_upstream() as upstream, running_edge(upstream.port) as edge, edge.channel() as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await channel.unary_unary("/other.Service/Nothing")(b"", timeout=WAIT)
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+from tests.grpc_helpers import WAIT, MiB, closed_port, method, running_edge, running_upstream
 
 
 async def test_deadline_reaches_upstream_and_expires_as_deadline_exceeded() -> None:
@@ -104,14 +47,6 @@ async def test_unreachable_upstream_gives_unavailable_naming_the_edge_before_the
                 await channel.unary_unary(method("Unary"))(b"x", timeout=60)
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "edge-proxy" in (raised.value.details() or "")
-
-
-async def test_upstreams_own_unavailable_passes_unchanged() -> None:
-    async with running_upstream() as upstream, running_edge(upstream.port) as edge, edge.channel() as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await channel.unary_unary(method("Unavailable"))(b"", timeout=WAIT)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert raised.value.details() == "upstream says: try later"
 
 
 async def test_five_mib_message_passes_both_ways_with_limits_raised() -> None:

@@ -1,113 +1,32 @@
 """The gRPC listener in relay mode: a real grpcio client calls a real grpcio upstream through the
-edge, which relays the HTTP/2 connection as bytes. Every RPC kind, metadata both ways, statuses
-with details, deadlines, cancellation, an unreachable upstream, large messages."""
+edge, which relays the HTTP/2 connection as bytes. Deadlines, cancellation, an unreachable
+upstream, large messages, metrics, the mode switch. The RPC kinds, metadata and statuses, the same
+in both modes, are in test_grpc_rpc_kinds.py."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-import trustme
 
 from proxy.app import Edge as AppEdge
-from proxy.certstore.store import CertStore, Serving
 from proxy.config import parse_config
 from proxy.errors import ConfigError
 from proxy.grpcedge import GrpcListener
 from proxy.grpcedge.relay import RelayListener
 from proxy.metrics import REGISTRY
-from proxy.tlsmaterial import TlsObjects, tls_preparer
 from tests.grpc_helpers import (
-    STATUS_DETAILS,
+    WAIT,
     EchoUpstream,
-    Edge,
     MiB,
     closed_port,
-    issue_material,
-    listener_config,
     method,
-    publish,
+    running_relay,
     running_upstream,
 )
-
-# Generous: only a hang would take this long; nothing here measures speed.
-WAIT = 20
-
-
-@dataclass
-class RecordingReader:
-    """The listener's `current()`: it is read once per full TLS handshake, so the fingerprints
-    recorded here are the certificates new handshakes were given, in order."""
-
-    store: CertStore[TlsObjects]
-    handed_out: list[str] = field(default_factory=list)
-
-    def __call__(self) -> Serving[TlsObjects]:
-        serving = self.store.current
-        self.handed_out.append(serving.snapshot.fingerprint)
-        return serving
-
-    @property
-    def reads(self) -> int:
-        return len(self.handed_out)
-
-
-@asynccontextmanager
-async def running_relay(upstream_port: int, *, min_version: str = "1.2", **overrides: Any) -> AsyncIterator[Edge]:
-    """The relay listener on 127.0.0.1 with a trustme certificate; `Edge` only needs its port."""
-    ca = trustme.CA()
-    store: CertStore[TlsObjects] = CertStore(tls_preparer(min_version))
-    await publish(store, issue_material(ca))
-    reader = RecordingReader(store)
-    listener = RelayListener(listener_config(upstream_port, **overrides), min_version, reader)
-    await listener.start()
-    try:
-        yield Edge(listener, store, ca, reader)  # type: ignore[arg-type]
-    finally:
-        await listener.stop(0)
-
-
-async def test_unary_call_passes_through_with_metadata_both_ways() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
-        call = channel.unary_unary(method("Unary"))(b"hello", metadata=(("x-trace", "abc"), ("x-blob-bin", b"\x00\xfe\xff")), timeout=WAIT)
-        assert await call == b"hello"
-        assert await call.code() == grpc.StatusCode.OK
-        assert tuple(await call.initial_metadata()) == (("x-trace", "abc"), ("x-blob-bin", b"\x00\xfe\xff"))
-        assert tuple(await call.trailing_metadata()) == (("x-trailer", "done"), ("x-trailer-bin", b"\x00\x01\xff"))
-    seen = dict(upstream.seen_metadata[-1])
-    assert seen["x-trace"] == "abc"
-    assert seen["x-blob-bin"] == b"\x00\xfe\xff"
-
-
-async def test_server_streaming_call_passes_every_message() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
-        call = channel.unary_stream(method("ServerStream"))(b"5", timeout=WAIT)
-        assert [m async for m in call] == [b"0", b"1", b"2", b"3", b"4"]
-        assert await call.code() == grpc.StatusCode.OK
-
-
-async def test_client_streaming_call_passes_every_message() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
-        call = channel.stream_unary(method("ClientStream"))(iter([b"a", b"b", b"c"]), timeout=WAIT)
-        assert await call == b"a|b|c"
-
-
-async def test_bidi_stream_answers_each_message_in_turn() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
-        call = channel.stream_stream(method("Bidi"))(timeout=WAIT)
-        for word in (b"one", b"two", b"three"):
-            await call.write(word)
-            assert await call.read() == word.upper()
-        await call.done_writing()
-        assert await call.read() is grpc.aio.EOF
-        assert await call.code() == grpc.StatusCode.OK
 
 
 async def test_many_concurrent_calls_share_one_relayed_connection() -> None:
@@ -117,25 +36,6 @@ async def test_many_concurrent_calls_share_one_relayed_connection() -> None:
         replies = await asyncio.gather(*(unary(b"%d" % i, timeout=WAIT) for i in range(200)))
         assert replies == [b"%d" % i for i in range(200)]
         assert edge.certificate_reads == reads_before + 1  # one TLS handshake carried all 200 streams
-
-
-async def test_error_status_details_and_binary_trailer_pass_unchanged() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await channel.unary_unary(method("Fail"))(b"widget-7", timeout=WAIT)
-    error = raised.value
-    assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert error.details() == "no such thing: widget-7"
-    trailers = dict(error.trailing_metadata())
-    assert trailers["grpc-status-details-bin"] == STATUS_DETAILS
-    assert trailers["x-reason"] == "gone"
-
-
-async def test_unknown_method_gets_the_upstreams_unimplemented() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await channel.unary_unary("/other.Service/Nothing")(b"", timeout=WAIT)
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_deadline_reaches_upstream_and_expires_as_deadline_exceeded() -> None:
@@ -197,14 +97,6 @@ async def test_upstream_that_comes_back_is_used_within_seconds() -> None:
                     await asyncio.sleep(0.1)
         finally:
             await upstream.stop()
-
-
-async def test_upstreams_own_unavailable_passes_unchanged() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await channel.unary_unary(method("Unavailable"))(b"", timeout=WAIT)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert raised.value.details() == "upstream says: try later"
 
 
 async def test_five_mib_message_passes_both_ways_when_client_and_upstream_allow_it() -> None:

@@ -15,8 +15,7 @@ import trustme
 
 from proxy.config import Address, GrpcUpstream, Limits
 from proxy.grpcedge.relay.frames import CLIENT_PREFACE, GOAWAY, SETTINGS, FrameScanner
-from tests.grpc_helpers import EchoUpstream, Edge, method, running_upstream
-from tests.test_grpc_relay import WAIT, running_relay
+from tests.grpc_helpers import WAIT, EchoUpstream, Edge, method, running_relay, running_upstream
 
 
 def client_context(edge: Edge, alpn: list[str] | None = None) -> ssl.SSLContext:
@@ -109,7 +108,7 @@ async def test_max_connection_age_makes_an_idle_channel_reconnect_and_see_the_ne
         assert await unary(b"again", timeout=WAIT) == b"again"
         # The channel made a new handshake, and that handshake was given the new certificate.
         assert edge.certificate_reads == reads_before + 1
-        assert edge.reader.handed_out[-1] == new_fingerprint  # type: ignore[attr-defined]
+        assert edge.reader.handed_out[-1] == new_fingerprint
 
 
 async def test_streams_outlive_max_connection_age_and_the_channel_reconnects() -> None:

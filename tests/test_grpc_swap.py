@@ -7,9 +7,7 @@ import asyncio
 
 import grpc
 
-from tests.grpc_helpers import method, running_edge, running_upstream
-
-WAIT = 20
+from tests.grpc_helpers import WAIT, method, running_edge, running_upstream
 
 
 async def test_new_handshake_gets_new_cert_while_open_streams_continue() -> None:
