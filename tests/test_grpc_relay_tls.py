@@ -62,38 +62,6 @@ async def test_client_that_does_not_offer_h2_is_closed() -> None:
         writer.close()
 
 
-async def test_new_handshake_gets_new_cert_while_open_streams_continue() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
-        old = edge.store.current.snapshot
-        assert await edge.handshake_fingerprint() == old.fingerprint
-
-        ticker = channel.unary_stream(method("Ticker"))(b"", timeout=WAIT)
-        bidi = channel.stream_stream(method("Bidi"))(timeout=WAIT)
-        await upstream.ticks.put(b"before")
-        assert await ticker.read() == b"before"
-        await bidi.write(b"before")
-        assert await bidi.read() == b"BEFORE"
-
-        new_fingerprint = await edge.publish_new_certificate()
-        assert new_fingerprint != old.fingerprint
-        assert edge.store.current.snapshot.version == old.version + 1
-        assert await edge.handshake_fingerprint() == new_fingerprint
-        async with edge.channel() as fresh:  # a new gRPC client verifies and uses the new one
-            assert await fresh.unary_unary(method("Unary"))(b"new", timeout=WAIT) == b"new"
-
-        # Both streams live on the connection made before the swap; they are not disturbed.
-        await upstream.ticks.put(b"after")
-        assert await ticker.read() == b"after"
-        await bidi.write(b"after")
-        assert await bidi.read() == b"AFTER"
-        await upstream.ticks.put(None)
-        await bidi.done_writing()
-        assert await ticker.read() is grpc.aio.EOF
-        assert await bidi.read() is grpc.aio.EOF
-        assert await ticker.code() == grpc.StatusCode.OK
-        assert await bidi.code() == grpc.StatusCode.OK
-
-
 async def test_max_connection_age_makes_an_idle_channel_reconnect_and_see_the_new_certificate() -> None:
     async with (
         running_upstream() as upstream,

@@ -1,17 +1,20 @@
 """Certificate swaps on the gRPC listener: a new handshake sees the new certificate at once,
-while streams opened before the swap keep answering and finish with OK."""
+while streams opened before the swap keep answering and finish with OK (in both modes; the
+relay's own connection-age tests are in test_grpc_relay_tls.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import grpc
+import pytest
 
 from tests.grpc_helpers import WAIT, method, running_edge, running_upstream
 
 
-async def test_new_handshake_gets_new_cert_while_open_streams_continue() -> None:
-    async with running_upstream() as upstream, running_edge(upstream.port) as edge, edge.channel() as channel:
+@pytest.mark.parametrize("mode", ["grpcio", "relay"])
+async def test_new_handshake_gets_new_cert_while_open_streams_continue(mode: str) -> None:
+    async with running_upstream() as upstream, running_edge(upstream.port, mode=mode) as edge, edge.channel() as channel:
         old = edge.store.current.snapshot
         assert await edge.handshake_fingerprint() == old.fingerprint
 
