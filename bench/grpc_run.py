@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from ports import free_ports
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -37,17 +37,6 @@ STREAMS = int(os.environ.get("STREAMS", "16"))
 def grpc_frame(message: bytes) -> bytes:
     """One length-prefixed gRPC message: no compression flag, 4-byte big-endian length."""
     return b"\x00" + len(message).to_bytes(4, "big") + message
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass

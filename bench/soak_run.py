@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 import aiohttp
 import grpc
 import trustme
+from ports import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SECONDS = int(os.environ.get("SOAK_SECONDS", "300"))
@@ -39,17 +39,6 @@ PROGRESS_EVERY = 30.0
 # Before its threads start, each wrk process opens one plain TCP connection to check the address
 # and closes it (wrk.lua's lookup): the edge rightly counts those as failed TLS handshakes.
 WRK_PROBES = 2
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def rss_mib(pid: int) -> float:
