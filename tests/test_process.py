@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.app import ORPHAN_CHECK_SECONDS
+from proxy.workers import ORPHAN_CHECK_SECONDS
 from tests.certs import Issuer
 from tests.edge_process import EdgeProcess, peer_fingerprint
 
