@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gRPC benchmark: unary calls/s through edge-proxy (both gRPC listener modes, grpcio and relay)
+# gRPC benchmark: unary calls/s through edge-proxy's gRPC relay
 # and through nginx grpc_pass beside each, same certificate, same upstreams, one run. Installs
 # nginx and h2load when missing (Debian packages). Everything runs on 127.0.0.1; grpc_run.py
 # stops only the processes it started.

@@ -43,8 +43,6 @@ def grpc_frame(message: bytes) -> bytes:
 class Ports:
     echo_upstream: int
     canned_upstream: int
-    edge_echo: int
-    edge_canned: int
     nginx_echo: int
     nginx_canned: int
     admin: int
@@ -82,30 +80,14 @@ listen = "127.0.0.1:{ports.admin}"
 token_file = "state/admin.token"
 
 [[listeners]]
-name = "grpc-echo"
-protocol = "grpc"
-mode = "grpcio"
-listen = "127.0.0.1:{ports.edge_echo}"
-upstream = "127.0.0.1:{ports.echo_upstream}"
-
-[[listeners]]
-name = "grpc-canned"
-protocol = "grpc"
-mode = "grpcio"
-listen = "127.0.0.1:{ports.edge_canned}"
-upstream = "127.0.0.1:{ports.canned_upstream}"
-
-[[listeners]]
 name = "relay-echo"
 protocol = "grpc"
-mode = "relay"
 listen = "127.0.0.1:{ports.relay_echo}"
 upstream = "127.0.0.1:{ports.echo_upstream}"
 
 [[listeners]]
 name = "relay-canned"
 protocol = "grpc"
-mode = "relay"
 listen = "127.0.0.1:{ports.relay_canned}"
 upstream = "127.0.0.1:{ports.canned_upstream}"
 """)
@@ -291,7 +273,7 @@ def main() -> int:
 
 
 def run(work: Path, processes: Processes) -> int:
-    ports = Ports(*free_ports(9))
+    ports = Ports(*free_ports(7))
     ca = write_material(work)
     body = work / "request.bin"
     body.write_bytes(grpc_frame(PAYLOAD))
@@ -302,32 +284,30 @@ def run(work: Path, processes: Processes) -> int:
     nginx = processes.start("nginx-edge", [*nginx_argv, str(nginx_edge_config(work, ports))], work, work / "nginx-edge.log")
     edge_argv = [sys.executable, "-m", "proxy", "run", "--config", str(edge_config(work, ports)), "--log-level", "warning"]
     edge = processes.start("edge-proxy", edge_argv, work, work / "edge.log")
-    for port in (ports.edge_echo, ports.edge_canned, ports.relay_echo, ports.relay_canned, ports.nginx_echo, ports.nginx_canned):
+    for port in (ports.relay_echo, ports.relay_canned, ports.nginx_echo, ports.nginx_canned):
         wait_until_ok(port, ca)
 
     print(f"# {time.strftime('%Y-%m-%d')}, nproc {os.cpu_count()}, h2load -c {CONNECTIONS} -m {STREAMS} -D {DURATION}s, 100 B unary")
-    print("| mode | upstream | edge-proxy calls/s | nginx grpc_pass calls/s | ratio | edge-proxy CPU us/call | nginx CPU us/call |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| upstream | edge-proxy calls/s | nginx grpc_pass calls/s | ratio | edge-proxy CPU us/call | nginx CPU us/call |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     behind_nginx: list[Result] = []
     # Each row measures nginx again right after edge-proxy, so a row's two figures share the
     # machine's conditions of that moment.
-    for mode, label, edge_port, nginx_port in (
-        ("grpcio", "grpcio echo", ports.edge_echo, ports.nginx_echo),
-        ("grpcio", "nginx canned reply", ports.edge_canned, ports.nginx_canned),
-        ("relay", "grpcio echo", ports.relay_echo, ports.nginx_echo),
-        ("relay", "nginx canned reply", ports.relay_canned, ports.nginx_canned),
+    for label, edge_port, nginx_port in (
+        ("grpcio echo", ports.relay_echo, ports.nginx_echo),
+        ("nginx canned reply", ports.relay_canned, ports.nginx_canned),
     ):
         mine = h2load(edge_port, body, [edge.pid])
         theirs = h2load(nginx_port, body, [nginx.pid, upstream.pid])
         if label == "grpcio echo":
             behind_nginx.append(theirs)
         print(
-            f"| {mode} | {label} | {mine.calls_per_second:,.0f}{mine.note} | {theirs.calls_per_second:,.0f}{theirs.note} "
+            f"| {label} | {mine.calls_per_second:,.0f}{mine.note} | {theirs.calls_per_second:,.0f}{theirs.note} "
             f"| {mine.calls_per_second / theirs.calls_per_second:.2f} "
             f"| {mine.cpu_us_per_call[edge.pid]:,.0f} | {theirs.cpu_us_per_call[nginx.pid]:,.0f} |",
             flush=True,
         )
-    # What grpcio's asyncio server costs on its own: the floor for an edge built on it.
+    # What grpcio's asyncio server costs on its own, for scale.
     floor = min(result.cpu_us_per_call[upstream.pid] for result in behind_nginx)
     print(f"\ngrpcio echo upstream alone (measured behind nginx): {floor:,.0f} CPU us/call")
     return 0

@@ -138,8 +138,8 @@ def demo_config(workdir: Path) -> Config:
 
 
 def _upstream_ports(config: Config) -> tuple[int, int]:
-    http = next(route.upstream.port for cfg in config.listeners for route in cfg.routes)
-    grpc_port = next(cfg.grpc_upstream.address.port for cfg in config.listeners if cfg.grpc_upstream is not None)
+    http = next(route.upstream.port for cfg in config.listeners if cfg.protocol == "https" for route in cfg.routes)
+    grpc_port = next(cfg.upstream.address.port for cfg in config.listeners if cfg.protocol == "grpc")
     return http, grpc_port
 
 

@@ -1,7 +1,7 @@
 """The one place that turns a certificate snapshot into TLS library objects.
 
-Builds, per version, an `ssl.SSLContext` for the HTTPS listeners, one for the gRPC relay (ALPN h2)
-and a gRPC server certificate configuration; and, per listener, the long-lived listening context
+Builds, per version, an `ssl.SSLContext` for the HTTPS listeners and one for the gRPC relay
+(ALPN h2); and, per listener, the long-lived listening context
 whose `sni_callback` hands each new handshake the current version's context. Listeners never
 parse PEM themselves.
 """
@@ -16,8 +16,6 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import grpc
-
 from proxy.certstore.store import Snapshot
 
 log = logging.getLogger("proxy.tls")
@@ -25,7 +23,7 @@ log = logging.getLogger("proxy.tls")
 # TLS 1.2 suites: forward-secret AEAD only. TLS 1.3 suites are all AEAD already.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
-HTTPS_ALPN = ["http/1.1"]
+HTTPS_ALPN = ("http/1.1",)
 # The gRPC relay speaks only HTTP/2 (RFC 9113 3.2: "h2" over TLS).
 H2_ALPN = ("h2",)
 
@@ -35,7 +33,6 @@ class TlsObjects:
     """TLS objects for one snapshot. Built once, never mutated after."""
 
     ssl_context: ssl.SSLContext
-    grpc_config: grpc.ServerCertificateConfiguration
     # The same chain and key for the gRPC relay: a swapped-in context's ALPN is the one that
     # answers the client, so h2 listeners need a material context that advertises h2.
     h2_context: ssl.SSLContext
@@ -87,18 +84,12 @@ def _private_file(data: bytes) -> Iterator[str]:
             os.unlink(path)
 
 
-def grpc_config(snapshot: Snapshot) -> grpc.ServerCertificateConfiguration:
-    material = snapshot.material
-    return grpc.ssl_server_certificate_configuration([(material.key_pem, material.cert_pem)])
-
-
 def tls_preparer(min_version: str) -> Callable[[Snapshot], TlsObjects]:
     """The store's `prepare` hook: every listener kind's objects, built together, off the loop."""
 
     def prepare(snapshot: Snapshot) -> TlsObjects:
         return TlsObjects(
             ssl_context=material_context(snapshot, min_version),
-            grpc_config=grpc_config(snapshot),
             h2_context=material_context(snapshot, min_version, H2_ALPN),
         )
 

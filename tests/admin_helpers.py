@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy import metrics
 from proxy.admin.server import AdminServer
 from proxy.certstore.service import CertificateService
 from proxy.certstore.store import CertStore
@@ -124,6 +125,7 @@ async def running_admin(
     `base`/state, optionally with the directory watcher, without any listener."""
     store: CertStore[TlsObjects] = CertStore(tls_preparer("1.2"))
     service = CertificateService(store, tls_config(base))
+    metrics.CERT_EXPIRY.set_function(service.seconds_to_expiry)  # as Edge.start binds it
     await service.load_initial()
     watcher = DirectoryWatcher(service.tls.cert_dir, service.directory_changed) if watch else None
     if watcher is not None:

@@ -23,9 +23,8 @@ import trustme
 from proxy.certstore.pem import Material
 from proxy.certstore.store import CertStore, Serving
 from proxy.certstore.validate import NamePolicy, validate_material
-from proxy.config import Address, GrpcUpstream, Limits, ListenerConfig
-from proxy.grpcedge import GrpcListener
-from proxy.grpcedge.relay import RelayListener
+from proxy.config import Address, GrpcListenerConfig, GrpcUpstream, Limits
+from proxy.listeners import GrpcListener, bind_open_connections
 from proxy.tlsmaterial import TlsObjects, tls_preparer
 
 SERVICE = "echo.Echo"
@@ -129,16 +128,15 @@ class EchoUpstream:
             yield tick
 
 
-def listener_config(upstream_port: int, **overrides: Any) -> ListenerConfig:
+def listener_config(upstream_port: int, **overrides: Any) -> GrpcListenerConfig:
     values: dict[str, Any] = {
         "name": "grpc",
-        "protocol": "grpc",
         "listen": Address("127.0.0.1", 0),
         "limits": Limits(),
-        "grpc_upstream": GrpcUpstream(Address("127.0.0.1", upstream_port), tls=False),
+        "upstream": GrpcUpstream(Address("127.0.0.1", upstream_port), tls=False),
     }
     values.update(overrides)
-    return ListenerConfig(**values)
+    return GrpcListenerConfig(**values)
 
 
 def issue_material(ca: trustme.CA) -> Material:
@@ -169,7 +167,7 @@ class RecordingReader:
 class Edge:
     """The listener under test with its store and the CA its clients trust."""
 
-    listener: GrpcListener | RelayListener
+    listener: GrpcListener
     store: CertStore[TlsObjects]
     ca: trustme.CA
     reader: RecordingReader
@@ -217,15 +215,17 @@ async def handshake_fingerprint(port: int, ca: trustme.CA) -> str:
 
 @asynccontextmanager
 async def running_edge(
-    upstream_port: int, *, mode: str = "grpcio", min_version: str = "1.2", reuse_port: bool = False, **overrides: Any
+    upstream_port: int, *, mode: str = "relay", min_version: str = "1.2", reuse_port: bool = False, **overrides: Any
 ) -> AsyncIterator[Edge]:
     """A gRPC listener of `mode` ("grpcio" or "relay") on 127.0.0.1 with a trustme certificate."""
     ca = trustme.CA()
     store: CertStore[TlsObjects] = CertStore(tls_preparer(min_version))
     await publish(store, issue_material(ca))
     reader = RecordingReader(store)
-    kind = RelayListener if mode == "relay" else GrpcListener
-    listener = kind(listener_config(upstream_port, **overrides), min_version, reader, reuse_port=reuse_port)
+    listener = GrpcListener(
+        listener_config(upstream_port, **overrides), min_version, lambda: reader().tls.h2_context, reuse_port=reuse_port
+    )
+    bind_open_connections({listener.name: listener})
     await listener.start()
     try:
         yield Edge(listener, store, ca, reader)

@@ -20,8 +20,8 @@ from aiohttp import WSMsgType, web
 from proxy.certstore.pem import Material
 from proxy.certstore.store import CertStore
 from proxy.certstore.validate import NamePolicy, ValidMaterial, validate_material
-from proxy.config import Address, HttpUpstream, Limits, ListenerConfig, Route
-from proxy.http import HttpsListener
+from proxy.config import Address, HttpsListenerConfig, HttpUpstream, Limits, Route
+from proxy.listeners import HttpsListener, bind_open_connections
 from proxy.tlsmaterial import TlsObjects, tls_preparer
 
 SERVER_NAME = "edge.example"
@@ -52,13 +52,16 @@ async def new_store(pki: Pki) -> CertStore[TlsObjects]:
     return store
 
 
-def listener_config(routes: tuple[Route, ...], *, name: str = "web", **limits: Any) -> ListenerConfig:
-    return ListenerConfig(name=name, protocol="https", listen=Address("127.0.0.1", 0), limits=Limits(**limits), routes=routes)
+def listener_config(routes: tuple[Route, ...], *, name: str = "web", **limits: Any) -> HttpsListenerConfig:
+    return HttpsListenerConfig(name, Address("127.0.0.1", 0), Limits(**limits), routes=routes)
 
 
 @asynccontextmanager
-async def running_edge(store: CertStore[TlsObjects], config: ListenerConfig, *, min_version: str = "1.2") -> AsyncIterator[HttpsListener]:
+async def running_edge(
+    store: CertStore[TlsObjects], config: HttpsListenerConfig, *, min_version: str = "1.2"
+) -> AsyncIterator[HttpsListener]:
     listener = HttpsListener(config, min_version, lambda: store.current.tls.ssl_context)
+    bind_open_connections({config.name: listener})
     await listener.start()
     try:
         yield listener

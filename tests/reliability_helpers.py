@@ -104,9 +104,8 @@ def copy_files(cert_dir: Path, material: Material) -> None:
 # --- the whole edge, in-process --------------------------------------------------------------------
 
 
-# The edge under test runs one gRPC listener in each mode (`listeners.mode`): an operator may
-# pick either, so each must keep every promise. Listener name -> mode.
-GRPC_LISTENERS = {"grpc": "relay", "grpc-grpcio": "grpcio"}
+# The edge's gRPC listeners, by name.
+GRPC_LISTENERS = {"grpc": "relay"}
 
 
 def edge_config(
@@ -117,21 +116,13 @@ def edge_config(
     server: Mapping[str, float] | None = None,
 ) -> str:
     """`edge_config_toml` (HTTPS and gRPC listeners on port 0) with extra `[server]` keys
-    (timeouts), its gRPC listener in relay mode, and a second gRPC listener in grpcio mode."""
+    (timeouts), and its gRPC listener."""
     text = edge_config_toml(http_upstream=http_upstream, grpc_upstream=grpc_upstream, watch=watch)
     # edge_config_toml ends with the gRPC listener's table: a key appended here belongs to it.
     assert "\n[server]\n" in text and text.rstrip().endswith(f'upstream = "127.0.0.1:{grpc_upstream}"')
     server_keys = "".join(f"{key} = {value}\n" for key, value in (server or {}).items())
     text = text.replace("\n[server]\n", "\n[server]\n" + server_keys, 1)
-    return f"""{text}mode = "{GRPC_LISTENERS["grpc"]}"
-
-[[listeners]]
-name = "grpc-grpcio"
-protocol = "grpc"
-mode = "{GRPC_LISTENERS["grpc-grpcio"]}"
-listen = "127.0.0.1:0"
-upstream = "127.0.0.1:{grpc_upstream}"
-"""
+    return text
 
 
 @dataclass
@@ -408,7 +399,7 @@ class EdgeProcessWithGrpcUpstream(EdgeProcess):
         before, marker, grpc_table = self.config_path.read_text().partition('name = "grpc"')
         assert marker, "EdgeProcess's config has no gRPC listener any more"
         grpc_table = re.sub(r'upstream = "127\.0\.0\.1:\d+"', f'upstream = "127.0.0.1:{self.grpc_upstream_port}"', grpc_table)
-        self.config_path.write_text(f'{before}{marker}\nmode = "{self.grpc_mode}"{grpc_table}')
+        self.config_path.write_text(f"{before}{marker}{grpc_table}")
 
 
 def vm_rss_kib(pid: int | None = None) -> int:

@@ -171,8 +171,6 @@ def test_grpc_listener_keys_are_checked_per_protocol() -> None:
                     "upstream",
                     "upstream_ca",
                     "max_connection_age",
-                    "max_message_bytes",
-                    "mode",
                     "connect_timeout",
                     "upstream_timeout",
                     "idle_timeout",
@@ -219,3 +217,13 @@ def test_check_config_ok_and_missing_file(tmp_path: Path) -> None:
 
 def test_bad_usage_exits_2() -> None:
     assert _cli("frobnicate").returncode == 2
+
+
+def test_the_removed_grpcio_mode_names_the_relay() -> None:
+    text = MINIMAL + '\n[[listeners]]\nname = "g"\nprotocol = "grpc"\nlisten = "127.0.0.1:9443"\nupstream = "127.0.0.1:50051"\n'
+    assert problems_of(text + 'mode = "grpcio"\nmax_message_bytes = 8388608\n') == (
+        "edge.toml: listeners[1] (g).mode: gRPC listeners always relay each HTTP/2 connection to the upstream as bytes "
+        "(the grpcio mode is gone); delete this key",
+        "edge.toml: listeners[1] (g).max_message_bytes: gRPC listeners relay messages as bytes, so the client's and "
+        "the upstream's own limits apply; delete this key",
+    )

@@ -14,9 +14,7 @@ import pytest
 
 from proxy.app import Edge as AppEdge
 from proxy.config import parse_config
-from proxy.errors import ConfigError
-from proxy.grpcedge import GrpcListener
-from proxy.grpcedge.relay import RelayListener
+from proxy.listeners import GrpcListener as RelayListener
 from proxy.metrics import REGISTRY
 from tests.grpc_helpers import (
     WAIT,
@@ -160,18 +158,10 @@ upstream = "127.0.0.1:{port}"
 """
 
 
-def test_mode_defaults_to_relay_and_only_relay_or_grpcio_is_accepted() -> None:
-    assert parse_config(GRPC_LISTENER.format(port=1)).listeners[0].grpc_mode == "relay"
-    assert parse_config(GRPC_LISTENER.format(port=1) + 'mode = "grpcio"\n').listeners[0].grpc_mode == "grpcio"
-    with pytest.raises(ConfigError) as raised:
-        parse_config(GRPC_LISTENER.format(port=1) + 'mode = "grpc-io"\n', "edge.toml")
-    assert raised.value.problems == ('edge.toml: listeners[0] (g).mode: must be "relay" or "grpcio", not \'grpc-io\'',)
-
-
-@pytest.mark.parametrize(("mode", "listener_class"), [("relay", RelayListener), ("grpcio", GrpcListener)])
-async def test_the_edge_builds_the_listener_of_the_configured_mode(tmp_path: Path, mode: str, listener_class: type) -> None:
+async def test_the_edge_builds_a_relaying_grpc_listener(tmp_path: Path) -> None:
+    listener_class = RelayListener
     async with running_upstream() as upstream:
-        text = GRPC_LISTENER.format(port=upstream.port) + f'mode = "{mode}"\n'
+        text = GRPC_LISTENER.format(port=upstream.port)
         config = parse_config(text.replace("[tls]\n", '[tls]\nip_addresses = ["127.0.0.1"]\nwatch = "off"\n'), base_dir=tmp_path)
         edge = AppEdge(config)
         await edge.start()

@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from proxy.config import Address, GrpcUpstream, Limits
-from proxy.grpcedge.relay.frames import CLIENT_PREFACE, GOAWAY, SETTINGS, FrameScanner
+from proxy.h2relay.frames import CLIENT_PREFACE, GOAWAY, SETTINGS, FrameScanner
 from tests.grpc_helpers import WAIT, EchoUpstream, Edge, method, running_relay, running_upstream
 
 
@@ -190,12 +190,12 @@ async def test_tls_upstream_is_verified_against_upstream_ca(tmp_path: Path) -> N
     credentials = grpc.ssl_server_credentials([(leaf.private_key_pem.bytes(), leaf.cert_chain_pems[0].bytes())])
     async with running_upstream(credentials=credentials) as upstream:
         trusted = GrpcUpstream(Address("127.0.0.1", upstream.port), tls=True, ca_file=write_ca(upstream_ca, tmp_path / "ca.pem"))
-        async with running_relay(upstream.port, grpc_upstream=trusted) as edge, edge.channel() as channel:
+        async with running_relay(upstream.port, upstream=trusted) as edge, edge.channel() as channel:
             call = channel.unary_unary(method("Unary"))(b"over tls", metadata=(("x-k", "v"),), timeout=WAIT)
             assert await call == b"over tls"
             assert tuple(await call.initial_metadata()) == (("x-k", "v"),)
         other = GrpcUpstream(Address("127.0.0.1", upstream.port), tls=True, ca_file=write_ca(trustme.CA(), tmp_path / "other.pem"))
-        async with running_relay(upstream.port, grpc_upstream=other) as edge, edge.channel() as channel:
+        async with running_relay(upstream.port, upstream=other) as edge, edge.channel() as channel:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await channel.unary_unary(method("Unary"))(b"x", timeout=WAIT)
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -208,7 +208,7 @@ async def test_upstream_that_never_answers_gives_unavailable_after_connect_timeo
     port = silent.sockets[0].getsockname()[1]
     hanging = GrpcUpstream(Address("127.0.0.1", port), tls=True)
     try:
-        async with running_relay(port, grpc_upstream=hanging, limits=Limits(connect_timeout=0.3)) as edge, edge.channel() as channel:
+        async with running_relay(port, upstream=hanging, limits=Limits(connect_timeout=0.3)) as edge, edge.channel() as channel:
             started = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await channel.unary_unary(method("Unary"))(b"x", timeout=WAIT)

@@ -17,7 +17,7 @@ import uvloop
 
 from proxy.config import Address, HttpUpstream, Route
 from proxy.errors import ListenerError
-from proxy.http import HttpsListener
+from proxy.listeners import HttpsListener
 from tests.https_helpers import (
     Pki,
     closed_by_peer,

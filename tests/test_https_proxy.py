@@ -12,7 +12,7 @@ import pytest
 
 from proxy.certstore.store import CertStore
 from proxy.config import HttpUpstream, Route
-from proxy.http import HttpsListener
+from proxy.listeners import HttpsListener
 from proxy.tlsmaterial import TlsObjects
 from tests.https_helpers import (
     RawUpstream,

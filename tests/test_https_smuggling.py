@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from proxy.certstore.store import CertStore
 from proxy.config import Limits, Route
-from proxy.http import HttpsListener
-from proxy.http.context import HttpMetrics, Shared
-from proxy.http.protocol import ClientConnection
-from proxy.http.routing import Router
+from proxy.connections import Shared, Tally
+from proxy.http1.client import ClientConnection
+from proxy.http1.routing import Router
+from proxy.listeners import HttpsListener
 from proxy.metrics import for_listener
 from proxy.tlsmaterial import TlsObjects
 from tests.https_helpers import (
@@ -255,7 +255,7 @@ def test_random_requests_get_an_edge_answer_or_wait_never_a_crash(
 async def _feed_in_memory(data: bytes, cuts: list[int]) -> None:
     # No routes: every request the edge accepts is answered 404 by the edge itself, so the
     # whole parsing path runs without an upstream, and the outcome is all in `written`.
-    shared = Shared("fuzz", Limits(max_body_bytes=32), HttpMetrics(for_listener("fuzz")))
+    shared = Shared("fuzz", Limits(max_body_bytes=32), Tally(for_listener("fuzz")))
     connection = ClientConnection(shared, Router((), lambda u: u))
     transport = MemoryTransport()
     connection.connection_made(transport)

@@ -7,16 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.config import Address, Limits, ListenerConfig
-from proxy.http import RedirectListener
-from proxy.http.redirect import redirect_location
+from proxy.config import Address, Limits, RedirectListenerConfig
+from proxy.http1.redirect import redirect_location
+from proxy.listeners import RedirectListener
 from tests.https_helpers import Response, closed_by_peer, read_response
 
 
-def redirect_config(redirect_port: int = 8443, **limits: float) -> ListenerConfig:
-    return ListenerConfig(
-        name="redirect", protocol="http-redirect", listen=Address("127.0.0.1", 0), limits=Limits(**limits), redirect_port=redirect_port
-    )
+def redirect_config(redirect_port: int = 8443, **limits: float) -> RedirectListenerConfig:
+    return RedirectListenerConfig("redirect", Address("127.0.0.1", 0), Limits(**limits), redirect_port=redirect_port)
 
 
 @pytest.fixture

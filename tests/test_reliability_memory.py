@@ -22,7 +22,6 @@ import aiohttp
 import grpc
 import pytest
 
-from proxy.config import GRPC_MODES
 from tests.admin_helpers import SERVER_NAME, eventually, metric
 from tests.grpc_helpers import running_upstream
 from tests.https_helpers import read_response, upstream
@@ -39,6 +38,7 @@ from tests.reliability_helpers import (
 )
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+GRPC_MODES = ("relay",)
 
 SWAPS = 300
 BASELINE_AT = 20
