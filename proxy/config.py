@@ -27,7 +27,8 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 
-# The default config: everything on loopback, demo upstreams on 8081 (HTTP) and 50051 (gRPC).
+# The default config: everything on loopback, demo upstreams on 8081 (HTTP) and 50051 (gRPC), the
+# browser, API and gRPC traffic on one HTTPS port as the platform behind the edge takes it.
 EMBEDDED_DEFAULT = """
 [server]
 workers = 1
@@ -47,12 +48,7 @@ name = "web"
 protocol = "https"
 listen = "127.0.0.1:8443"
 upstream = "http://127.0.0.1:8081"
-
-[[listeners]]
-name = "grpc"
-protocol = "grpc"
-listen = "127.0.0.1:9443"
-upstream = "127.0.0.1:50051"
+grpc_upstream = "127.0.0.1:50051"
 
 [[listeners]]
 name = "redirect"
@@ -148,6 +144,10 @@ class _Listener:
 @dataclass(frozen=True, slots=True)
 class HttpsListenerConfig(_Listener):
     routes: tuple[Route, ...] = ()
+    # With it, the listener offers ALPN h2 after http/1.1: clients that offer only h2 (every gRPC
+    # library) are relayed there, everyone else gets HTTP/1.1.
+    grpc_upstream: GrpcUpstream | None = None
+    max_connection_age: float = 300.0  # of the connections relayed to grpc_upstream
     protocol: Literal["https"] = "https"
 
 
@@ -199,18 +199,24 @@ def _default(cls: type, name: str) -> Any:
     return next(f.default for f in fields(cls) if f.name == name)
 
 
-# Keys of gRPC listeners that once existed: a config still setting one is told what to do.
+# Keys that a listener of another protocol takes, or that once existed: a config setting one is
+# told what to do instead of only that the key is unknown.
+_ONE_PORT_KEYS = {
+    key: f"only an https listener takes a {key}: it serves gRPC on the HTTPS port" for key in ("grpc_upstream", "grpc_upstream_ca")
+}
 _REMOVED_GRPC_KEYS = {
     "mode": "gRPC listeners always relay each HTTP/2 connection to the upstream as bytes (the grpcio mode is gone); delete this key",
     "max_message_bytes": "gRPC listeners relay messages as bytes, so the client's and the upstream's own limits apply; delete this key",
 }
 
 
-def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str, p: _Problems, removed: Mapping[str, str] | None = None) -> None:
+def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str, p: _Problems, explained: Mapping[str, str] | None = None) -> None:
     for key in table:
-        if removed and key in removed:
-            p.add(f"{path}.{key}", removed[key])
-        elif key not in allowed:
+        if key in allowed:
+            continue
+        if explained and key in explained:
+            p.add(f"{path}.{key}", explained[key])
+        else:
             near = _nearest(key, allowed)
             hint = f"; did you mean {near!r}?" if near else f"; allowed keys: {', '.join(sorted(allowed))}"
             p.add(f"{path}.{key}" if path else key, f"unknown key{hint}")
@@ -407,26 +413,33 @@ def _http_upstream(table: Mapping[str, Any], path: str, p: _Problems) -> HttpUps
         return None
 
 
-def _grpc_upstream(table: Mapping[str, Any], path: str, base: Path, p: _Problems) -> GrpcUpstream | None:
-    text = _get(table, "upstream", str, path, p, None)
-    ca = _get(table, "upstream_ca", str, path, p, None)
+def _grpc_upstream(
+    table: Mapping[str, Any], path: str, base: Path, p: _Problems, key: str = "upstream", *, required: bool = True
+) -> GrpcUpstream | None:
+    """`key` (`host:port` or `grpcs://host:port`) and `<key>_ca`: a gRPC listener's `upstream`,
+    or an https listener's `grpc_upstream`."""
+    ca_key = f"{key}_ca"
+    text = _get(table, key, str, path, p, None)
+    ca = _get(table, ca_key, str, path, p, None)
     if text is None:
-        if "upstream" not in table:
-            p.add(f"{path}.upstream", 'is required, for example "127.0.0.1:50051" or "grpcs://10.0.0.7:443"')
+        if required and key not in table:
+            p.add(f"{path}.{key}", 'is required, for example "127.0.0.1:50051" or "grpcs://10.0.0.7:443"')
+        if ca is not None and key not in table:
+            p.add(f"{path}.{ca_key}", f'applies only with a TLS {key} ("grpcs://host:port")')
         return None
     tls = text.startswith("grpcs://")
     try:
         address = parse_address(text.removeprefix("grpcs://").removeprefix("grpc://"))
     except ValueError as e:
-        p.add(f"{path}.upstream", f"{text!r} is not a valid gRPC upstream: {e}")
+        p.add(f"{path}.{key}", f"{text!r} is not a valid gRPC upstream: {e}")
         return None
     if ca is not None and not tls:
-        p.add(f"{path}.upstream_ca", 'applies only to a TLS upstream ("grpcs://host:port")')
+        p.add(f"{path}.{ca_key}", f'applies only to a TLS {key} ("grpcs://host:port")')
     return GrpcUpstream(address=address, tls=tls, ca_file=base / ca if ca else None)
 
 
 _LISTENER_KEYS = {
-    "https": {"routes", "upstream", *_LIMIT_KEYS},
+    "https": {"routes", "upstream", "grpc_upstream", "grpc_upstream_ca", "max_connection_age", *_LIMIT_KEYS},
     "grpc": {"upstream", "upstream_ca", "max_connection_age", *_LIMIT_KEYS},
     "http-redirect": {"redirect_port"},
 }
@@ -443,8 +456,8 @@ def _listener(table: Mapping[str, Any], i: int, server: ServerConfig, base: Path
     if protocol not in PROTOCOLS:
         p.add(f"{path}.protocol", f'must be "https", "grpc" or "http-redirect", not {protocol!r}')
         return None
-    removed = _REMOVED_GRPC_KEYS if protocol == "grpc" else None
-    _check_keys(table, {"name", "protocol", "listen"} | _LISTENER_KEYS[protocol], path, p, removed)
+    explained = {**_ONE_PORT_KEYS, **_REMOVED_GRPC_KEYS} if protocol == "grpc" else _ONE_PORT_KEYS
+    _check_keys(table, {"name", "protocol", "listen"} | _LISTENER_KEYS[protocol], path, p, explained)
     listen = _address(table, "listen", path, p, None) or Address("", 0)
     limits = _limits(table, path, server.limits, p)
     name = name or f"listener{i}"
@@ -452,10 +465,13 @@ def _listener(table: Mapping[str, Any], i: int, server: ServerConfig, base: Path
         routes = _routes(table, path, p)
         if not routes and "routes" not in table and "upstream" not in table:
             p.add(path, 'an https listener needs an upstream ("http://127.0.0.1:8081") or [[listeners.routes]]')
-        return HttpsListenerConfig(name, listen, limits, routes=routes)
+        grpc_upstream = _grpc_upstream(table, path, base, p, "grpc_upstream", required=False)
+        if "max_connection_age" in table and "grpc_upstream" not in table:
+            p.add(f"{path}.max_connection_age", "applies only with a grpc_upstream (to the gRPC connections on this port)")
+        age = _connection_age(table, path, p)
+        return HttpsListenerConfig(name, listen, limits, routes=routes, grpc_upstream=grpc_upstream, max_connection_age=age)
     if protocol == "grpc":
-        age = float(_get(table, "max_connection_age", (int, float), path, p, _default(GrpcListenerConfig, "max_connection_age")))
-        _positive(age, f"{path}.max_connection_age", p, allow_zero=True)
+        age = _connection_age(table, path, p)
         upstream = _grpc_upstream(table, path, base, p)
         if upstream is None:
             return None
@@ -464,6 +480,12 @@ def _listener(table: Mapping[str, Any], i: int, server: ServerConfig, base: Path
     if not 1 <= port <= 65535:
         p.add(f"{path}.redirect_port", f"must be a port from 1 to 65535, not {port}")
     return RedirectListenerConfig(name, listen, limits, redirect_port=port)
+
+
+def _connection_age(table: Mapping[str, Any], path: str, p: _Problems) -> float:
+    age = float(_get(table, "max_connection_age", (int, float), path, p, _default(GrpcListenerConfig, "max_connection_age")))
+    _positive(age, f"{path}.max_connection_age", p, allow_zero=True)
+    return age
 
 
 def _first_https_port(raw: list[Any]) -> int:

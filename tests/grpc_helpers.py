@@ -222,9 +222,7 @@ async def running_edge(
     store: CertStore[TlsObjects] = CertStore(tls_preparer(min_version))
     await publish(store, issue_material(ca))
     reader = RecordingReader(store)
-    listener = GrpcListener(
-        listener_config(upstream_port, **overrides), min_version, lambda: reader().tls.h2_context, reuse_port=reuse_port
-    )
+    listener = GrpcListener(listener_config(upstream_port, **overrides), min_version, lambda: reader().tls, reuse_port=reuse_port)
     bind_open_connections({listener.name: listener})
     await listener.start()
     try:

@@ -60,7 +60,7 @@ def listener_config(routes: tuple[Route, ...], *, name: str = "web", **limits: A
 async def running_edge(
     store: CertStore[TlsObjects], config: HttpsListenerConfig, *, min_version: str = "1.2"
 ) -> AsyncIterator[HttpsListener]:
-    listener = HttpsListener(config, min_version, lambda: store.current.tls.ssl_context)
+    listener = HttpsListener(config, min_version, lambda: store.current.tls)
     bind_open_connections({config.name: listener})
     await listener.start()
     try:

@@ -40,7 +40,7 @@ async def test_an_address_in_use_raises_listener_error_naming_it(pki: Pki) -> No
         taken.listen()
         port = taken.getsockname()[1]
         config = replace(listener_config(()), listen=Address("127.0.0.1", port))
-        listener = HttpsListener(config, "1.2", lambda: store.current.tls.ssl_context)
+        listener = HttpsListener(config, "1.2", lambda: store.current.tls)
         with pytest.raises(ListenerError, match=f"127.0.0.1:{port}.*in use"):
             await listener.start()
 
@@ -48,10 +48,10 @@ async def test_an_address_in_use_raises_listener_error_naming_it(pki: Pki) -> No
 async def test_reuse_port_lets_two_listeners_serve_one_port(pki: Pki) -> None:
     store = await new_store(pki)
     async with upstream() as up:
-        first = HttpsListener(listener_config((Route(up.target),)), "1.2", lambda: store.current.tls.ssl_context, reuse_port=True)
+        first = HttpsListener(listener_config((Route(up.target),)), "1.2", lambda: store.current.tls, reuse_port=True)
         await first.start()
         config = replace(listener_config((Route(up.target),)), name="web2", listen=Address("127.0.0.1", first.port))
-        second = HttpsListener(config, "1.2", lambda: store.current.tls.ssl_context, reuse_port=True)
+        second = HttpsListener(config, "1.2", lambda: store.current.tls, reuse_port=True)
         await second.start()
         try:
             assert second.port == first.port
@@ -67,7 +67,7 @@ async def test_reuse_port_lets_two_listeners_serve_one_port(pki: Pki) -> None:
 async def test_stop_closes_idle_connections_and_lets_in_flight_responses_finish(pki: Pki) -> None:
     store = await new_store(pki)
     async with upstream() as up:
-        edge = HttpsListener(listener_config((Route(up.target),)), "1.2", lambda: store.current.tls.ssl_context)
+        edge = HttpsListener(listener_config((Route(up.target),)), "1.2", lambda: store.current.tls)
         await edge.start()
         port, tls = edge.port, pki.client_context()
         idle_reader, idle_writer = await tls_connect(port, tls)
@@ -96,7 +96,7 @@ async def test_stop_closes_idle_connections_and_lets_in_flight_responses_finish(
 async def test_stop_closes_what_outlives_drain_seconds(pki: Pki) -> None:
     store = await new_store(pki)
     async with upstream() as up:
-        edge = HttpsListener(listener_config((Route(up.target),)), "1.2", lambda: store.current.tls.ssl_context)
+        edge = HttpsListener(listener_config((Route(up.target),)), "1.2", lambda: store.current.tls)
         await edge.start()
         connector = aiohttp.TCPConnector(ssl=pki.client_context())
         async with aiohttp.ClientSession(connector=connector) as session:

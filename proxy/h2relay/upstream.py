@@ -1,4 +1,5 @@
-"""The TLS side of a `grpcs://` upstream: reading its CA file and the client context that verifies it.
+"""Where a listener relays its HTTP/2 connections: the upstream, and for a `grpcs://` upstream,
+its CA file and the client context that verifies it.
 
 Knows nothing of the listening side, the certificates the edge serves, or what crosses a connection.
 """
@@ -11,10 +12,11 @@ from pathlib import Path
 
 from proxy.config import GrpcUpstream
 from proxy.errors import ListenerError
+from proxy.h2relay.connection import RelayTarget
 from proxy.tlsmaterial import H2_ALPN, TLS12_CIPHERS
 
 
-async def read_upstream_ca(upstream: GrpcUpstream, listener: str) -> bytes | None:
+async def read_upstream_ca(upstream: GrpcUpstream, listener: str, ca_key: str = "upstream_ca") -> bytes | None:
     """The CA bundle that verifies a `grpcs://` upstream, or None for the system roots.
 
     Raises ListenerError naming the file when it cannot be read.
@@ -25,7 +27,7 @@ async def read_upstream_ca(upstream: GrpcUpstream, listener: str) -> bytes | Non
     try:
         return await asyncio.to_thread(path.read_bytes)
     except OSError as e:
-        raise ListenerError(f"listener {listener!r}: cannot read upstream_ca {str(path)!r}: {e.strerror or e}") from e
+        raise ListenerError(f"listener {listener!r}: cannot read {ca_key} {str(path)!r}: {e.strerror or e}") from e
 
 
 def upstream_context(ca_pem: bytes | None) -> ssl.SSLContext:
@@ -36,3 +38,17 @@ def upstream_context(ca_pem: bytes | None) -> ssl.SSLContext:
     context.set_ciphers(TLS12_CIPHERS)
     context.set_alpn_protocols(list(H2_ALPN))
     return context
+
+
+async def relay_target(upstream: GrpcUpstream, max_connection_age: float, listener: str, ca_key: str = "upstream_ca") -> RelayTarget:
+    """What a listener's relayed connections need to reach `upstream`; `ca_key` names the config
+    key of its CA file. Raises ListenerError when that file cannot be read or holds no usable
+    certificate."""
+    upstream_tls = None
+    if upstream.tls:
+        ca_pem = await read_upstream_ca(upstream, listener, ca_key)
+        try:
+            upstream_tls = await asyncio.to_thread(upstream_context, ca_pem)
+        except (ssl.SSLError, UnicodeDecodeError) as e:
+            raise ListenerError(f"listener {listener!r}: {ca_key} holds no usable certificate: {e}") from e
+    return RelayTarget(upstream, upstream_tls, max_connection_age)

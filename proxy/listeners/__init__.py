@@ -13,11 +13,11 @@ from typing import Protocol
 
 from proxy import metrics
 from proxy.config import Config
-from proxy.listeners.base import BaseListener
+from proxy.listeners.base import BaseListener, offered_alpn
 from proxy.listeners.grpc import GrpcListener
 from proxy.listeners.https import HttpsListener
 from proxy.listeners.redirect import RedirectListener
-from proxy.tlsmaterial import H2_ALPN, HTTPS_ALPN, TlsObjects, policy_context
+from proxy.tlsmaterial import TlsObjects, policy_context
 
 __all__ = [
     "BaseListener",
@@ -51,9 +51,9 @@ def build_listeners(
         policy = policies.get(cfg.name)
         listener: BaseListener
         if cfg.protocol == "https":
-            listener = HttpsListener(cfg, min_version, lambda: current().ssl_context, reuse_port=reuse, policy=policy)
+            listener = HttpsListener(cfg, min_version, current, reuse_port=reuse, policy=policy)
         elif cfg.protocol == "grpc":
-            listener = GrpcListener(cfg, min_version, lambda: current().h2_context, reuse_port=reuse, policy=policy)
+            listener = GrpcListener(cfg, min_version, current, reuse_port=reuse, policy=policy)
         else:
             listener = RedirectListener(cfg, reuse_port=reuse)
         listeners[cfg.name] = listener
@@ -63,8 +63,12 @@ def build_listeners(
 def policy_contexts(config: Config) -> dict[str, ssl.SSLContext]:
     """The listening contexts' policies of the listeners that terminate TLS, by listener name.
     Each holds the session-ticket keys of its listener."""
-    alpn = {"https": HTTPS_ALPN, "grpc": H2_ALPN}
-    return {cfg.name: policy_context(config.tls.min_version, alpn[cfg.protocol]) for cfg in config.listeners if cfg.protocol in alpn}
+    policies: dict[str, ssl.SSLContext] = {}
+    for cfg in config.listeners:
+        alpn = offered_alpn(cfg)
+        if alpn is not None:
+            policies[cfg.name] = policy_context(config.tls.min_version, alpn)
+    return policies
 
 
 def bind_open_connections(listeners: Mapping[str, BaseListener]) -> None:

@@ -16,7 +16,7 @@ from proxy.config import ListenerConfig
 from proxy.connections import Shared, Tally
 from proxy.errors import ListenerError
 from proxy.metrics import for_listener
-from proxy.tlsmaterial import listening_context
+from proxy.tlsmaterial import H2_ALPN, HTTPS_ALPN, ONE_PORT_ALPN, Alpn, TlsObjects, listening_context
 
 log = logging.getLogger("proxy.listener")
 
@@ -105,21 +105,31 @@ class BaseListener:
             raise ListenerError(f"listener {self.name!r} cannot listen on {address}: {e.strerror or e}") from e
 
 
+def offered_alpn(config: ListenerConfig) -> Alpn | None:
+    """The ALPN protocols a listener offers, in its order of preference; None for plain HTTP."""
+    if config.protocol == "grpc":
+        return H2_ALPN
+    if config.protocol == "https":
+        return ONE_PORT_ALPN if config.grpc_upstream is not None else HTTPS_ALPN
+    return None
+
+
 class TlsListener(BaseListener):
     """A listener that terminates TLS: one long-lived context per listener holds the policy
     (versions, ciphers, ALPN), and each full handshake swaps in the current version's material
-    from `current_context` (sni_callback, with and without SNI)."""
-
-    alpn: tuple[str, ...]
+    context for the listener's ALPN list, from `current` (sni_callback, with and without SNI)."""
 
     def __init__(
         self,
         config: ListenerConfig,
         min_version: str,
-        current_context: Callable[[], ssl.SSLContext],
+        current: Callable[[], TlsObjects],
         *,
         reuse_port: bool = False,
         policy: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(config, reuse_port=reuse_port)
-        self.ssl_context = listening_context(min_version, current_context, self.alpn, policy=policy)
+        alpn = offered_alpn(config)
+        assert alpn is not None, "a TLS listener offers ALPN"
+        self.alpn = alpn
+        self.ssl_context = listening_context(min_version, lambda: current().context(alpn), alpn, policy=policy)
