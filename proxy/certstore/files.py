@@ -8,10 +8,12 @@ Private keys are written with mode 0600, every write is temp-file-then-rename.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -27,35 +29,69 @@ SELF_SIGNED_CERT, SELF_SIGNED_KEY = "self-signed.crt", "self-signed.key"
 MAX_FILE_BYTES = 1024 * 1024
 
 
-def read_material_dir(cert_dir: Path) -> Material:
-    """Read `tls.crt`, `tls.key` and the optional `ca.crt` (symlinks followed).
+@dataclass(frozen=True, slots=True)
+class DirectoryRead:
+    """One read of `cert_dir`: each file's bytes (None when absent) and what could not be read.
 
-    Raises MaterialMissing when `tls.crt` or `tls.key` is absent (a dangling link counts as
-    absent), MaterialError when a file exists but cannot be read.
+    `digest` covers exactly these bytes, so two reads with equal digests found the same
+    content, whatever the files' timestamps, sizes, inodes or symlinks say.
     """
-    missing = [name for name in (CERT_FILE, KEY_FILE) if not (cert_dir / name).exists()]
-    if missing:
-        raise MaterialMissing(f"{cert_dir}: no {' and no '.join(missing)} yet")
+
+    cert_dir: Path
+    cert: bytes | None
+    key: bytes | None
+    ca: bytes | None
+    absent: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.cert, self.key, self.ca):
+            h.update(b"-" if part is None else b"%d:" % len(part) + part)
+        for problem in self.problems:
+            h.update(problem.encode())
+        return h.hexdigest()
+
+    def material(self) -> Material:
+        """Raises MaterialMissing when `tls.crt` or `tls.key` is absent, MaterialError when a
+        file exists but could not be read."""
+        missing = [name for name in (CERT_FILE, KEY_FILE) if name in self.absent]
+        if missing:
+            raise MaterialMissing(f"{self.cert_dir}: no {' and no '.join(missing)} yet")
+        if self.problems or self.cert is None or self.key is None:
+            raise MaterialError(self.problems or [f"{self.cert_dir}: tls.crt or tls.key could not be read"])
+        return Material(self.cert, self.key, self.ca)
+
+
+def read_cert_dir(cert_dir: Path) -> DirectoryRead:
+    """Read `tls.crt`, `tls.key` and the optional `ca.crt`, symlinks followed (a dangling link
+    or a missing directory counts as absent). Never raises for a file; problems are kept."""
+    absent: list[str] = []
     problems: list[str] = []
-    cert = _read(cert_dir / CERT_FILE, problems)
-    key = _read(cert_dir / KEY_FILE, problems)
-    ca = _read(cert_dir / CA_FILE, problems) if (cert_dir / CA_FILE).exists() else None
-    if problems or cert is None or key is None:
-        raise MaterialError(problems or [f"{cert_dir}: the files vanished while being read"], may_settle=not problems)
-    return Material(cert, key, ca)
+    cert = _read(cert_dir, CERT_FILE, absent, problems)
+    key = _read(cert_dir, KEY_FILE, absent, problems)
+    ca = _read(cert_dir, CA_FILE, absent, problems)
+    return DirectoryRead(cert_dir, cert, key, ca, tuple(absent), tuple(problems))
 
 
-def _read(path: Path, problems: list[str]) -> bytes | None:
+def read_material_dir(cert_dir: Path) -> Material:
+    """`read_cert_dir(cert_dir).material()`: raises MaterialMissing or MaterialError."""
+    return read_cert_dir(cert_dir).material()
+
+
+def _read(cert_dir: Path, name: str, absent: list[str], problems: list[str]) -> bytes | None:
     try:
-        with path.open("rb") as file:
+        with (cert_dir / name).open("rb") as file:
             data = file.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        absent.append(name)
         return None
     except OSError as e:
-        problems.append(f"{path.name} cannot be read: {e.strerror or e}")
+        problems.append(f"{name} cannot be read: {e.strerror or e}")
         return None
     if len(data) > MAX_FILE_BYTES:
-        problems.append(f"{path.name} is larger than {MAX_FILE_BYTES // 1024} KiB; it is not a certificate file")
+        problems.append(f"{name} is larger than {MAX_FILE_BYTES // 1024} KiB; it is not a certificate file")
         return None
     return data
 
