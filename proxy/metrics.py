@@ -36,6 +36,11 @@ SWAPS = Counter("edge_certificate_swaps", "Certificate versions published", ["so
 REJECTIONS = Counter("edge_certificate_rejections", "Certificate material refused", ["source"], registry=REGISTRY)
 CERT_VERSION = Gauge("edge_certificate_version", "Version of the serving certificate", registry=REGISTRY)
 CERT_EXPIRY = Gauge("edge_certificate_expiry_seconds", "Seconds until the serving certificate expires", registry=REGISTRY)
+CERT_DIR_LAST_READ = Gauge(
+    "edge_certificate_dir_last_read_timestamp_seconds",
+    "Unix time the certificate directory was last read (each watcher pass and each reload)",
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,15 @@
 """Certificate intake: the one path from material (directory, upload, start-up) to the store.
 
 Owns the order of things: read, validate, write (uploads), publish, persist, record and report
-rejections. Watcher and admin API call in here; this module does not know about either, nor
-about listeners. Validation runs in a thread; nothing here blocks the event loop.
+rejections, and when a directory read counts as settled. Watcher and admin API call in here;
+this module does not know about either, nor about listeners. Validation runs in a thread;
+nothing here blocks the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -26,8 +26,15 @@ from proxy.errors import MaterialError, MaterialMissing
 
 log = logging.getLogger("proxy.certstore")
 
-SETTLE_RETRY_SECONDS = 2.0  # INTERFACE 3: re-check a drop that looks half-written for up to 2 s
-SETTLE_RETRY_INTERVAL = 0.1
+# INTERFACE 3. Material that reads complete and valid serves at once. Anything else is reported
+# only once the directory's content has stayed the same for SETTLE_SECONDS, and material that
+# looks half-written (a key that does not match yet, a cut-off PEM) is re-read for up to
+# SETTLE_RETRY_SECONDS first; REPORT_WITHIN_SECONDS caps the wait for a directory that never
+# stops changing.
+SETTLE_SECONDS = 0.2
+SETTLE_RETRY_SECONDS = 2.0
+REPORT_WITHIN_SECONDS = 3.0
+SETTLE_RETRY_INTERVAL = 0.05  # how often unsettled content is read again
 
 
 class CertificateService:
@@ -40,6 +47,9 @@ class CertificateService:
         self._clock = clock
         self._intake = asyncio.Lock()
         self._last_rejected: str | None = None
+        # The digest of the directory content the last read concluded on: a watcher pass that
+        # finds the same content again has nothing to do (no validation, no log line).
+        self._concluded: str | None = None
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -47,16 +57,16 @@ class CertificateService:
         """Serve the directory's material if valid, else the last good, else the self-signed
         default. Invalid material never stops the start; it is recorded as `last_error`."""
         async with self._intake:
-            material = None
+            read = await self._read()
+            self._concluded = read.digest
             try:
-                material = await asyncio.to_thread(files.read_material_dir, self.tls.cert_dir)
-                valid = await self._validate(material)
+                valid = await self._validate(read.material())
                 return (await self._publish(valid, await self._origin(valid))).snapshot
             except MaterialMissing:
                 log.info("no certificate in %s yet", self.tls.cert_dir)
                 rejection = None
             except MaterialError as e:
-                rejection = self._record(e.problems, "directory", _digest(material))
+                rejection = self._record(e.problems, "directory", read.digest)
             snapshot = await self._fallback()
             if rejection is not None:
                 self.store.reject(rejection.source, rejection.problems)  # the fallback is no fix
@@ -125,41 +135,71 @@ class CertificateService:
         """Re-read `cert_dir` now. Missing files leave the serving certificate as it is.
         Raises MaterialError (recorded) when the material is invalid."""
         async with self._intake:
-            return await self._read_directory(settle=False)
+            return await self._conclude(await self._read(), patient=False)
 
     async def directory_changed(self) -> None:
-        """The watcher saw the directory settle: re-read, giving a drop that still looks
-        half-written up to two seconds to complete before it is reported. Never raises
-        MaterialError: a rejection is recorded and logged."""
+        """One watcher pass: re-read `cert_dir`. Content equal to what the last read concluded
+        on is a no-op; complete, valid material serves at once; anything else is settled first
+        (see SETTLE_SECONDS). Never raises MaterialError: a rejection is recorded and logged."""
         async with self._intake:
+            read = await self._read()
+            if read.digest == self._concluded:
+                return
             with contextlib.suppress(MaterialError):  # recorded and logged already
-                await self._read_directory(settle=True)
+                await self._conclude(read, patient=True)
 
-    async def _read_directory(self, *, settle: bool) -> Offer:
-        deadline = asyncio.get_running_loop().time() + (SETTLE_RETRY_SECONDS if settle else 0.0)
+    async def _conclude(self, read: files.DirectoryRead, *, patient: bool) -> Offer:
+        """Serve, keep or reject what `read` found. `patient` (a watcher pass) keeps re-reading
+        material that fails until the content has settled (see SETTLE_SECONDS) before it
+        reports it; content that changes meanwhile is tried again at once."""
+        clock = asyncio.get_running_loop().time
+        started = changed = clock()
+        give_up_at: float | None = None  # set once the material looks half-written
         while True:
-            retry = asyncio.get_running_loop().time() < deadline
-            try:
-                material = await asyncio.to_thread(files.read_material_dir, self.tls.cert_dir)
-            except MaterialMissing as e:
-                # Never a rejection, and the missing file's arrival is a change of its own.
-                log.info("%s; still serving version %d", e, self.store.current.snapshot.version)
-                return Offer(self.store.current.snapshot, swapped=False)
-            except MaterialError as e:
-                if retry and e.may_settle:
-                    await asyncio.sleep(SETTLE_RETRY_INTERVAL)
-                    continue
-                self._record(e.problems, "directory", None)
-                raise
-            try:
-                valid = await self._validate(material)
-            except MaterialError as e:
-                if retry and e.may_settle:
-                    await asyncio.sleep(SETTLE_RETRY_INTERVAL)
-                    continue
-                self._record(e.problems, "directory", _digest(material))
-                raise
-            return await self._publish(valid, "directory")
+            outcome = await self._offer(read)
+            if isinstance(outcome, Offer):
+                return outcome
+            if outcome.may_settle and give_up_at is None:
+                give_up_at = changed + SETTLE_RETRY_SECONDS
+            report_at = max(changed + SETTLE_SECONDS, give_up_at or 0.0)
+            newer = await self._next_content(read, min(report_at, started + REPORT_WITHIN_SECONDS)) if patient else None
+            if newer is None:
+                self._concluded = read.digest
+                self._record(outcome.problems, "directory", read.digest)
+                raise outcome
+            read, changed = newer, clock()
+
+    async def _offer(self, read: files.DirectoryRead) -> Offer | MaterialError:
+        """Publish what `read` found if it is valid; missing files keep the serving version.
+        Returns the validation error unrecorded (the caller decides whether it is settled);
+        raises MaterialError, recorded, when the TLS library refuses valid material."""
+        try:
+            valid = await self._validate(read.material())
+        except MaterialMissing as e:
+            # Never a rejection, and the missing file's arrival is a change of its own.
+            self._concluded = read.digest
+            log.info("%s; still serving version %d", e, self.store.current.snapshot.version)
+            return Offer(self.store.current.snapshot, swapped=False)
+        except MaterialError as e:
+            return e
+        self._concluded = read.digest
+        return await self._publish(valid, "directory")
+
+    async def _next_content(self, read: files.DirectoryRead, report_at: float) -> files.DirectoryRead | None:
+        """Re-read `cert_dir` until its content differs from `read` (returned) or the loop's
+        clock reaches `report_at` (None)."""
+        loop = asyncio.get_running_loop()
+        while loop.time() < report_at:
+            await asyncio.sleep(min(SETTLE_RETRY_INTERVAL, max(report_at - loop.time(), 0.0)))
+            again = await self._read()
+            if again.digest != read.digest:
+                return again
+        return None
+
+    async def _read(self) -> files.DirectoryRead:
+        read = await asyncio.to_thread(files.read_cert_dir, self.tls.cert_dir)
+        metrics.CERT_DIR_LAST_READ.set_to_current_time()
+        return read
 
     async def _validate(self, material: Material) -> ValidMaterial:
         return await asyncio.to_thread(validate_material, material, self.policy, self._clock())
@@ -210,12 +250,3 @@ class CertificateService:
             return 0.0
         leaf = self.store.current.snapshot.material.leaf
         return (leaf.not_valid_after_utc - self._clock()).total_seconds()
-
-
-def _digest(material: Material | None) -> str | None:
-    if material is None:
-        return None
-    h = hashlib.sha256(material.cert_pem)
-    h.update(material.key_pem)
-    h.update(material.ca_pem or b"")
-    return h.hexdigest()
