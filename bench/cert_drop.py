@@ -12,6 +12,7 @@ land just after a read and measure the worst case). Bounded: ROUNDS rounds, 10 s
     .venv/bin/python bench/cert_drop.py                      # 8 rounds, events then poll (500 ms)
     .venv/bin/python bench/cert_drop.py --rounds 12 --modes events
     .venv/bin/python bench/cert_drop.py --source /tmp/other  # the `proxy` package of another tree
+    .venv/bin/python bench/cert_drop.py --idle-seconds 10    # also: the idle edge's CPU, first
 
 Only the edge processes started here are stopped (by PID).
 """
@@ -235,20 +236,32 @@ def until_served(port: int, fingerprint: str, started: float) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Figures:
+    idle_cpu_ms_per_s: float | None = None
     drop_served: list[float] = field(default_factory=list)
     upload_round_trip: list[float] = field(default_factory=list)
     missed_drops: int = 0
     upload_not_served: int = 0
 
 
-def run_mode(watch: str, poll_delay_ms: int, rounds: int, source: Path, issuer: Issuer) -> Figures:
+def run_mode(watch: str, poll_delay_ms: int, rounds: int, source: Path, issuer: Issuer, idle_seconds: float = 0.0) -> Figures:
     figures = Figures()
     with tempfile.TemporaryDirectory(prefix="edge-cert-drop-") as temp:
         edge = Edge(Path(temp), watch, poll_delay_ms, source)
         try:
             edge.start(issuer.leaf())
+            if idle_seconds > 0 and edge.process is not None:
+                time.sleep(1.0)  # past start-up
+                before = cpu_seconds(edge.process.pid)
+                time.sleep(idle_seconds)
+                figures.idle_cpu_ms_per_s = (cpu_seconds(edge.process.pid) - before) * 1000 / idle_seconds
             for _ in range(rounds):
                 material = issuer.leaf()
                 if watch == "poll":
@@ -283,14 +296,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="drops and uploads per mode (default 8, at most 50)")
     parser.add_argument("--modes", default="events,poll", help="comma-separated watch modes (default events,poll)")
     parser.add_argument("--poll-delay-ms", type=int, default=500, help="tls.poll_delay_ms for the poll edge (default 500)")
+    parser.add_argument("--idle-seconds", type=float, default=0.0, help="first measure the idle edge's CPU this long (at most 60)")
     parser.add_argument("--source", type=Path, default=REPO, help="a directory holding the `proxy` package to run (default: this tree)")
     args = parser.parse_args()
     rounds = max(1, min(args.rounds, 50))
     issuer = Issuer()
     print(f"edge-proxy from {args.source}; {rounds} rounds per mode; load average {os.getloadavg()[0]:.2f}")
     for watch in args.modes.split(","):
-        figures = run_mode(watch, args.poll_delay_ms, rounds, args.source, issuer)
+        figures = run_mode(watch, args.poll_delay_ms, rounds, args.source, issuer, min(args.idle_seconds, 60.0))
         label = f"{watch}" + (f" ({args.poll_delay_ms} ms)" if watch == "poll" else "")
+        if figures.idle_cpu_ms_per_s is not None:
+            print(f"{label:16} idle edge process: {figures.idle_cpu_ms_per_s:.1f} ms of CPU per second")
         print(f"{label:16} drop -> served on a new handshake   {summary(figures.drop_served)}")
         print(f"{label:16} upload round trip (served at return) {summary(figures.upload_round_trip)}")
         if figures.missed_drops or figures.upload_not_served:
