@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from proxy import metrics
+from proxy.certstore import files
 from proxy.certstore.store import CertStore
 from proxy.tlsmaterial import TlsObjects, listening_context
 from tests.admin_helpers import Admin, running_admin
@@ -191,3 +192,16 @@ async def last_read(admin: Admin) -> float:
     lines = [line for line in text.splitlines() if line.startswith("edge_certificate_dir_last_read_timestamp_seconds ")]
     assert len(lines) == 1, text
     return float(lines[0].split()[1])
+
+
+def test_a_directory_read_is_told_apart_by_content_alone(tmp_path: Path, root: Issuer) -> None:
+    first, second = fresh(root), fresh(root)
+    drop(tmp_path, first, mtime_ns=FIXED_MTIME_NS)
+    before = files.read_cert_dir(tmp_path)
+    drop(tmp_path, first)  # the same bytes again, new files and timestamps
+    assert files.read_cert_dir(tmp_path).digest == before.digest
+    drop(tmp_path, second, mtime_ns=FIXED_MTIME_NS)  # new bytes, the old timestamps
+    assert files.read_cert_dir(tmp_path).digest != before.digest
+    (tmp_path / "tls.key").unlink()
+    missing = files.read_cert_dir(tmp_path)
+    assert missing.absent == ("tls.key", "ca.crt") and missing.digest != before.digest
