@@ -17,6 +17,7 @@ import pytest
 from proxy import metrics
 from proxy.certstore import files
 from proxy.certstore.store import CertStore
+from proxy.certstore.watcher import DirectoryWatcher
 from proxy.tlsmaterial import TlsObjects, listening_context
 from tests.admin_helpers import Admin, running_admin
 from tests.certs import Issuer, Leaf, pem
@@ -205,3 +206,26 @@ def test_a_directory_read_is_told_apart_by_content_alone(tmp_path: Path, root: I
     (tmp_path / "tls.key").unlink()
     missing = files.read_cert_dir(tmp_path)
     assert missing.absent == ("tls.key", "ca.crt") and missing.digest != before.digest
+
+
+async def test_files_symlinked_from_outside_the_directory_are_read_again_without_events(tmp_path: Path, root: Issuer) -> None:
+    """A change behind a symlink that leads out of `cert_dir` raises no event in it (as when
+    tls.crt points into certbot's `live/`); the periodic read serves it all the same."""
+    outside, certs = tmp_path / "outside", tmp_path / "certs"
+    outside.mkdir()
+    certs.mkdir()
+    first = fresh(root)
+    drop(outside, first)
+    for name in ("tls.crt", "tls.key"):
+        (certs / name).symlink_to(outside / name)
+    intake = await start_intake(tmp_path, watch="off")
+    assert intake.fingerprint == first.fingerprint
+    watcher = DirectoryWatcher(certs, intake.service.directory_changed, rescan_seconds=0.3)
+    await watcher.start()
+    try:
+        async with Handshakes(intake.store) as server:
+            second = fresh(root)
+            drop(outside, second)
+            await server.serves(second)
+    finally:
+        await watcher.stop()

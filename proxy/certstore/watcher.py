@@ -29,7 +29,8 @@ EVENT_STEP_MS = 20
 MAX_BATCH_MS = 1600  # a directory that never stops changing is still read this often
 ARM_PROBE_MS = 250  # how soon the first (empty) batch proves the watch is in place
 # With events, the directory is also read this often: a lost event (a full inotify queue, a
-# mount that passes no events) costs at most this long, and the last-read metric stays fresh.
+# mount that passes no events, a file symlinked from outside the directory) costs at most this
+# long, and the last-read metric stays fresh.
 RESCAN_SECONDS = 5.0
 RESTART_DELAY = 1.0
 
@@ -45,11 +46,13 @@ class DirectoryWatcher:
         *,
         polling: bool = False,
         poll_delay_ms: int = 500,
+        rescan_seconds: float = RESCAN_SECONDS,
     ) -> None:
         self.directory = directory
         self._on_change = on_change
         self._polling = polling
         self._poll_delay_ms = poll_delay_ms
+        self._rescan_seconds = rescan_seconds
         self._stop = asyncio.Event()
         self._armed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -97,7 +100,7 @@ class DirectoryWatcher:
         await self._on_change()
 
     def _rescan_due(self) -> bool:
-        return asyncio.get_running_loop().time() - self._last_pass >= RESCAN_SECONDS
+        return asyncio.get_running_loop().time() - self._last_pass >= self._rescan_seconds
 
     async def _poll(self) -> None:
         """Read the directory every `poll_delay_ms`, counted from the end of the last read."""
