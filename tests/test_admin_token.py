@@ -11,7 +11,7 @@ import pytest
 from proxy.admin.token import TOKEN_BYTES, bearer_matches, load_or_create_token
 from proxy.config import Address, AdminConfig
 from proxy.errors import ListenerError
-from tests.admin_helpers import running_admin
+from tests.support.edge import running_admin
 
 
 def test_missing_token_file_is_created_private_with_parent_folders(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.certs import Issuer, pem
+from tests.support.pki import Issuer, pem
 
 REPO = Path(__file__).resolve().parent.parent
 
