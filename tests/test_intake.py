@@ -25,7 +25,7 @@ from proxy.certstore.watcher import DirectoryWatcher
 from proxy.config import TlsConfig
 from proxy.errors import MaterialError
 from proxy.tlsmaterial import TlsObjects, tls_preparer
-from tests.support.edge import edge_settings
+from tests.support.edge import WatcherPasses, directory_watcher, edge_settings
 from tests.support.pki import SERVER_IP, SERVER_NAME, Issuer, Leaf, pem
 from tests.support.probes import eventually
 
@@ -38,6 +38,7 @@ class Intake:
     store: CertStore[TlsObjects]
     service: CertificateService
     watcher: DirectoryWatcher | None
+    passes: WatcherPasses | None = None
     published: list[int] = field(default_factory=list)
 
     @property
@@ -55,6 +56,11 @@ class Intake:
     async def served(self, leaf: Leaf, timeout: float = 10.0) -> None:
         await eventually(lambda: self.fingerprint == leaf.fingerprint, timeout)
 
+    async def watcher_read_since(self, moment: float) -> None:
+        """Wait until the watcher has finished a pass that began after `moment`."""
+        assert self.passes is not None
+        await self.passes.after(moment)
+
 
 async def start_intake(tmp_path: Path, *, watch: str = "events", cert_dir: Path | None = None) -> Intake:
     tls = edge_settings(tmp_path, watch=watch, tls={"cert_dir": str(cert_dir or tmp_path / "certs"), "poll_delay_ms": 100}).tls
@@ -68,7 +74,7 @@ async def start_intake(tmp_path: Path, *, watch: str = "events", cert_dir: Path 
 
     store.subscribe(on_publish)
     if watch != "off":
-        intake.watcher = DirectoryWatcher(tls.cert_dir, service.directory_changed, polling=watch == "poll", poll_delay_ms=100)
+        intake.watcher, intake.passes = directory_watcher(service, polling=watch == "poll", poll_delay_ms=100)
         await intake.watcher.start()
     return intake
 
@@ -192,8 +198,9 @@ async def test_key_written_seconds_before_the_certificate_is_no_error(intake: In
     await asyncio.sleep(1.2)  # settled with a mismatch: still inside the 2 s re-check window
     assert intake.fingerprint == first.fingerprint and intake.store.last_error is None
     (intake.cert_dir / "tls.crt").write_bytes(second.cert_pem)
+    written = time.monotonic()
     await intake.served(second)
-    await asyncio.sleep(2.5)  # past the window: no late report of the passing mismatch
+    await intake.watcher_read_since(written)  # every pass that could report the mismatch is over
     assert intake.store.last_error is None
     assert intake.published == [2, 3]
 
@@ -277,7 +284,7 @@ async def test_polling_mode_sees_a_drop(tmp_path: Path, issuer: Issuer) -> None:
 async def test_missing_files_alone_are_never_a_rejection(intake: Intake, issuer: Issuer) -> None:
     first = await serve_fresh(intake, issuer)
     (intake.cert_dir / "tls.key").unlink()
-    await asyncio.sleep(3)
+    await intake.watcher_read_since(time.monotonic())
     assert intake.store.last_error is None and intake.fingerprint == first.fingerprint
 
 
@@ -306,11 +313,11 @@ async def test_upload_writes_all_files_atomically_and_the_watcher_adds_no_versio
     assert (intake.cert_dir / "tls.crt").is_symlink() and (intake.cert_dir / "..data").is_symlink()
     assert files.read_material_dir(intake.cert_dir).key_pem == leaf.key_pem
     assert (intake.cert_dir / "..data" / "tls.key").stat().st_mode & 0o777 == 0o600
-    await asyncio.sleep(1.5)
+    await intake.watcher_read_since(time.monotonic())  # the watcher has read what the upload wrote
     assert intake.published == [2] and intake.store.current.snapshot.source == "upload"
     second = fresh(issuer)
     await intake.service.upload(second.material())
-    await asyncio.sleep(1.0)
+    await intake.watcher_read_since(time.monotonic())
     assert intake.published == [2, 3] and not (intake.cert_dir / "ca.crt").exists()
     assert len([p for p in intake.cert_dir.iterdir() if p.is_dir() and not p.is_symlink()]) == 1
 
@@ -330,7 +337,7 @@ async def test_reload_with_watching_off(tmp_path: Path, issuer: Issuer) -> None:
     started = await start_intake(tmp_path, watch="off")
     leaf = fresh(issuer)
     leaf.write(tmp_path / "certs")
-    await asyncio.sleep(0.5)
+    assert started.watcher is None  # watch = "off": nothing reads the directory until asked
     assert started.store.current.snapshot.source == "self-signed"
     offer = await started.service.reload()
     assert offer.swapped and started.fingerprint == leaf.fingerprint

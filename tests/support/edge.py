@@ -8,9 +8,10 @@ Nothing here knows what a test asserts.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from proxy.config import Config
 from proxy.tlsmaterial import TlsObjects, tls_preparer
 from tests.support.config import Table, edge_config, load, parse
 from tests.support.pki import SERVER_IP, SERVER_NAME, Issuer, Leaf, Pki, new_key, pem
-from tests.support.probes import handshake_fingerprint, metric
+from tests.support.probes import eventually, handshake_fingerprint, metric
 
 MISMATCHED_KEY = "the private key does not match the certificate"
 
@@ -75,13 +76,45 @@ def edge_settings(base: Path, *, watch: str = "events", admin_port: int = 0, upl
 
 
 @dataclass
+class WatcherPasses:
+    """The directory watcher's callback (`CertificateService.directory_changed`), noting when each
+    pass it finished began. A pass includes the re-check window of a drop that looks
+    half-written, so once a pass that began after a change has finished, whatever the change will
+    ever do is done: a test waits for that before it judges what a change did not do."""
+
+    on_change: Callable[[], Awaitable[None]]
+    began: list[float] = field(default_factory=list)  # of the finished passes, time.monotonic()
+
+    async def __call__(self) -> None:
+        began = time.monotonic()
+        try:
+            await self.on_change()
+        finally:
+            self.began.append(began)
+
+    async def after(self, moment: float, timeout: float = 10.0) -> None:
+        """Wait until a pass that began after `moment` (a time.monotonic()) has finished."""
+        await eventually(lambda: any(began >= moment for began in self.began), timeout)
+
+
+def directory_watcher(
+    service: CertificateService, *, polling: bool = False, poll_delay_ms: int = 500
+) -> tuple[DirectoryWatcher, WatcherPasses]:
+    """The watcher the edge runs over `service`'s directory, its passes counted."""
+    passes = WatcherPasses(service.directory_changed)
+    return DirectoryWatcher(service.tls.cert_dir, passes, polling=polling, poll_delay_ms=poll_delay_ms), passes
+
+
+@dataclass
 class Admin:
-    """An admin server on 127.0.0.1 port 0 with its service, token and a client session."""
+    """An admin server on 127.0.0.1 port 0 with its service, token and a client session, and
+    the passes of its directory watcher when it has one of its own."""
 
     server: AdminServer
     service: CertificateService
     token: str
     session: aiohttp.ClientSession
+    passes: WatcherPasses | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server.port}{path}"
@@ -124,7 +157,7 @@ async def running_admin(
     store: CertStore[TlsObjects] = CertStore(tls_preparer(settings.tls.min_version))
     service = CertificateService(store, settings.tls)
     await service.load_initial()
-    watcher = DirectoryWatcher(service.tls.cert_dir, service.directory_changed) if watch else None
+    watcher, passes = directory_watcher(service) if watch else (None, None)
     if watcher is not None:
         await watcher.start()
     config = settings.admin
@@ -133,7 +166,7 @@ async def running_admin(
     token = config.token_file.read_text().strip()
     try:
         async with aiohttp.ClientSession() as session:
-            yield Admin(server, service, token, session)
+            yield Admin(server, service, token, session, passes)
     finally:
         await server.stop(0)
         if watcher is not None:
