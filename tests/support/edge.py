@@ -69,9 +69,11 @@ def new_upload(*dns: str, ips: tuple[str, ...] = (SERVER_IP,), **leaf_options: A
     return Upload(pki.issuing.leaf(*(dns or (SERVER_NAME,)), ips=ips, **leaf_options), pki.root)
 
 
-def edge_settings(base: Path, *, watch: str = "events", admin_port: int = 0, uploads: str = "auto", tls: Table | None = None) -> Config:
-    """The test config's `tls` and `admin` (and unused listeners) with paths under `base`."""
-    admin = {"uploads": uploads}
+def edge_settings(
+    base: Path, *, watch: str = "events", admin_port: int = 0, admin: Table | None = None, tls: Table | None = None
+) -> Config:
+    """The test config (`tests.support.config.edge_config`) with paths under `base`, for the
+    parts the tests build by hand: its `tls` and `admin`. `admin` and `tls` add keys."""
     return parse(edge_config(http_upstream=1, grpc_upstream=1, watch=watch, admin_port=admin_port, admin=admin, tls=tls), base)
 
 
@@ -153,7 +155,7 @@ async def running_admin(
 ) -> AsyncIterator[Admin]:
     """The admin server over a real CertStore and CertificateService on `base`/certs and
     `base`/state, optionally with the directory watcher, without any listener."""
-    settings = edge_settings(base, admin_port=admin_port, uploads=uploads)
+    settings = edge_settings(base, admin_port=admin_port, admin={"uploads": uploads})
     store: CertStore[TlsObjects] = CertStore(tls_preparer(settings.tls.min_version))
     service = CertificateService(store, settings.tls)
     await service.load_initial()
