@@ -1,5 +1,6 @@
-"""The gRPC listener's lifecycle and TLS: binding, sharing a port, draining, the TLS versions it
-accepts, a TLS upstream, and uvloop."""
+"""The gRPC listener's lifecycle and TLS: binding, sharing a port, starts that cannot work (no
+certificate, an unreadable upstream CA), stopping past the drain, the TLS versions it accepts, and
+uvloop. Streams, timeouts, drain and TLS upstreams are in test_grpc_relay_tls.py."""
 
 from __future__ import annotations
 
