@@ -1,5 +1,7 @@
 """The gRPC benchmark: unary calls/s through edge-proxy and through nginx `grpc_pass`, with the
 same certificate and the same upstreams, in one run; prints calls/s, the ratio and CPU per call.
+Each is measured on a gRPC-only port and on one port that also serves HTTP/1.1 (edge-proxy: an
+https listener with `grpc_upstream`; nginx: `grpc_pass` for `application/grpc`, `proxy_pass` else).
 
 Two upstreams: a grpcio echo server (grpc_upstream.py), and nginx answering a canned gRPC reply
 (grpc-status 0 in the trailers), which is never the bottleneck. Everything listens on 127.0.0.1.
@@ -43,13 +45,23 @@ def grpc_frame(message: bytes) -> bytes:
 class Ports:
     echo_upstream: int
     canned_upstream: int
-    edge_echo: int
-    edge_canned: int
     nginx_echo: int
     nginx_canned: int
     admin: int
     relay_echo: int
     relay_canned: int
+    one_port_echo: int
+    one_port_canned: int
+    nginx_one_port_echo: int
+    nginx_one_port_canned: int
+
+    @property
+    def edge_ports(self) -> tuple[int, ...]:
+        return self.relay_echo, self.relay_canned, self.one_port_echo, self.one_port_canned
+
+    @property
+    def nginx_ports(self) -> tuple[int, ...]:
+        return self.nginx_echo, self.nginx_canned, self.nginx_one_port_echo, self.nginx_one_port_canned
 
 
 def write_material(work: Path) -> Path:
@@ -82,32 +94,30 @@ listen = "127.0.0.1:{ports.admin}"
 token_file = "state/admin.token"
 
 [[listeners]]
-name = "grpc-echo"
-protocol = "grpc"
-mode = "grpcio"
-listen = "127.0.0.1:{ports.edge_echo}"
-upstream = "127.0.0.1:{ports.echo_upstream}"
-
-[[listeners]]
-name = "grpc-canned"
-protocol = "grpc"
-mode = "grpcio"
-listen = "127.0.0.1:{ports.edge_canned}"
-upstream = "127.0.0.1:{ports.canned_upstream}"
-
-[[listeners]]
 name = "relay-echo"
 protocol = "grpc"
-mode = "relay"
 listen = "127.0.0.1:{ports.relay_echo}"
 upstream = "127.0.0.1:{ports.echo_upstream}"
 
 [[listeners]]
 name = "relay-canned"
 protocol = "grpc"
-mode = "relay"
 listen = "127.0.0.1:{ports.relay_canned}"
 upstream = "127.0.0.1:{ports.canned_upstream}"
+
+[[listeners]]
+name = "one-port-echo"
+protocol = "https"
+listen = "127.0.0.1:{ports.one_port_echo}"
+upstream = "http://127.0.0.1:{ports.canned_upstream}"
+grpc_upstream = "127.0.0.1:{ports.echo_upstream}"
+
+[[listeners]]
+name = "one-port-canned"
+protocol = "https"
+listen = "127.0.0.1:{ports.one_port_canned}"
+upstream = "http://127.0.0.1:{ports.canned_upstream}"
+grpc_upstream = "127.0.0.1:{ports.canned_upstream}"
 """)
     return path
 
@@ -185,6 +195,20 @@ def nginx_edge_config(work: Path, ports: Ports) -> Path:
     server {{
         listen 127.0.0.1:{ports.nginx_canned} ssl http2;
         location / {{ grpc_pass grpc://canned; }}
+    }}
+    server {{
+        listen 127.0.0.1:{ports.nginx_one_port_echo} ssl http2;
+        location / {{
+            if ($http_content_type ~ "^application/grpc") {{ grpc_pass grpc://echo; }}
+            proxy_pass http://canned;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{ports.nginx_one_port_canned} ssl http2;
+        location / {{
+            if ($http_content_type ~ "^application/grpc") {{ grpc_pass grpc://canned; }}
+            proxy_pass http://canned;
+        }}
     }}""",
     )
 
@@ -251,7 +275,8 @@ class Result:
 def h2load(port: int, body: Path, pids: list[int]) -> Result:
     """One bounded h2load run: calls/s, and the CPU microseconds per call each of `pids` spent."""
     argv = ["h2load", f"--duration={DURATION}", f"--warm-up-time={WARM_UP}", "-c", str(CONNECTIONS), "-m", str(STREAMS)]
-    argv += ["-t", "1", f"--data={body}", "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    # ALPN h2 only, as every gRPC library offers it: a port that also serves HTTP/1.1 prefers that.
+    argv += ["-t", "1", "--npn-list=h2", f"--data={body}", "-H", "content-type: application/grpc", "-H", "te: trailers"]
     argv += [f"https://127.0.0.1:{port}{METHOD}"]
     cpu_before = {pid: cpu_seconds(pid) for pid in pids}
     result = subprocess.run(argv, capture_output=True, text=True, timeout=DURATION + WARM_UP + 60)
@@ -291,7 +316,7 @@ def main() -> int:
 
 
 def run(work: Path, processes: Processes) -> int:
-    ports = Ports(*free_ports(9))
+    ports = Ports(*free_ports(11))
     ca = write_material(work)
     body = work / "request.bin"
     body.write_bytes(grpc_frame(PAYLOAD))
@@ -302,32 +327,32 @@ def run(work: Path, processes: Processes) -> int:
     nginx = processes.start("nginx-edge", [*nginx_argv, str(nginx_edge_config(work, ports))], work, work / "nginx-edge.log")
     edge_argv = [sys.executable, "-m", "proxy", "run", "--config", str(edge_config(work, ports)), "--log-level", "warning"]
     edge = processes.start("edge-proxy", edge_argv, work, work / "edge.log")
-    for port in (ports.edge_echo, ports.edge_canned, ports.relay_echo, ports.relay_canned, ports.nginx_echo, ports.nginx_canned):
+    for port in (*ports.edge_ports, *ports.nginx_ports):
         wait_until_ok(port, ca)
 
     print(f"# {time.strftime('%Y-%m-%d')}, nproc {os.cpu_count()}, h2load -c {CONNECTIONS} -m {STREAMS} -D {DURATION}s, 100 B unary")
-    print("| mode | upstream | edge-proxy calls/s | nginx grpc_pass calls/s | ratio | edge-proxy CPU us/call | nginx CPU us/call |")
+    print("| port | upstream | edge-proxy calls/s | nginx grpc_pass calls/s | ratio | edge-proxy CPU us/call | nginx CPU us/call |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     behind_nginx: list[Result] = []
     # Each row measures nginx again right after edge-proxy, so a row's two figures share the
     # machine's conditions of that moment.
-    for mode, label, edge_port, nginx_port in (
-        ("grpcio", "grpcio echo", ports.edge_echo, ports.nginx_echo),
-        ("grpcio", "nginx canned reply", ports.edge_canned, ports.nginx_canned),
-        ("relay", "grpcio echo", ports.relay_echo, ports.nginx_echo),
-        ("relay", "nginx canned reply", ports.relay_canned, ports.nginx_canned),
+    for where, label, edge_port, nginx_port in (
+        ("gRPC only", "grpcio echo", ports.relay_echo, ports.nginx_echo),
+        ("gRPC only", "nginx canned reply", ports.relay_canned, ports.nginx_canned),
+        ("one port with HTTPS", "grpcio echo", ports.one_port_echo, ports.nginx_one_port_echo),
+        ("one port with HTTPS", "nginx canned reply", ports.one_port_canned, ports.nginx_one_port_canned),
     ):
         mine = h2load(edge_port, body, [edge.pid])
         theirs = h2load(nginx_port, body, [nginx.pid, upstream.pid])
-        if label == "grpcio echo":
+        if label == "grpcio echo" and where == "gRPC only":
             behind_nginx.append(theirs)
         print(
-            f"| {mode} | {label} | {mine.calls_per_second:,.0f}{mine.note} | {theirs.calls_per_second:,.0f}{theirs.note} "
+            f"| {where} | {label} | {mine.calls_per_second:,.0f}{mine.note} | {theirs.calls_per_second:,.0f}{theirs.note} "
             f"| {mine.calls_per_second / theirs.calls_per_second:.2f} "
             f"| {mine.cpu_us_per_call[edge.pid]:,.0f} | {theirs.cpu_us_per_call[nginx.pid]:,.0f} |",
             flush=True,
         )
-    # What grpcio's asyncio server costs on its own: the floor for an edge built on it.
+    # What grpcio's asyncio server costs on its own, for scale.
     floor = min(result.cpu_us_per_call[upstream.pid] for result in behind_nginx)
     print(f"\ngrpcio echo upstream alone (measured behind nginx): {floor:,.0f} CPU us/call")
     return 0

@@ -12,6 +12,8 @@
 # Usage: bench/https.sh    (DURATION=10s ROUNDS=2 CONNECTIONS=64 WORKERS=1 by default)
 # FLOOR=1 also measures bench/https_floor.py, a bare TLS byte relay on the same stack (one
 # process, pinned like the others), and prints what the edge's HTTP features cost above it.
+# ONE_PORT=1 also measures a second listener of the same edge whose port serves gRPC too
+# (`grpc_upstream`), and prints what HTTP/1.1 clients pay on it against the plain listener.
 # RESULTS=FILE appends one line per figure, fields separated by "|" (bench/run.sh reads them).
 # Runs under `flock /tmp/edge-bench.lock` so that benchmarks never overlap; a caller that
 # already holds the lock sets EDGE_BENCH_LOCKED=1.
@@ -36,6 +38,8 @@ ADMIN_PORT=${ADMIN_PORT:-18900}
 RESULTS=${RESULTS:-}
 FLOOR=${FLOOR:-0}
 FLOOR_PORT=${FLOOR_PORT:-18445}
+ONE_PORT=${ONE_PORT:-0}
+ONE_PORT_PORT=${ONE_PORT_PORT:-18446}
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     apt-get install -y wrk nginx || { apt-get update && apt-get install -y wrk nginx; }
@@ -73,7 +77,7 @@ wait_for_port() {
     exit 1
 }
 
-for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT" "$FLOOR_PORT"; do
+for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT" "$FLOOR_PORT" "$ONE_PORT_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "127.0.0.1:$port is already in use; set UPSTREAM_PORT, NGINX_PORT, EDGE_PORT or ADMIN_PORT" >&2
         exit 1
@@ -82,8 +86,10 @@ done
 
 # --- the shared certificate, the static files and both nginx configurations -------------------
 
+one_port_args=()
+if [ "$ONE_PORT" = 1 ]; then one_port_args=(--one-port-port "$ONE_PORT_PORT"); fi
 "$PYTHON" "$HERE/https_edge.py" setup "$workdir/edge" --port "$EDGE_PORT" --upstream-port "$UPSTREAM_PORT" \
-    --admin-port "$ADMIN_PORT" --workers "$WORKERS"
+    --admin-port "$ADMIN_PORT" --workers "$WORKERS" "${one_port_args[@]}"
 cert="$workdir/edge/cert"
 mkdir -p "$workdir/www" "$workdir/upstream/logs" "$workdir/proxy/logs"
 head -c 100 /dev/zero | tr '\0' 'a' >"$workdir/www/100b"
@@ -160,6 +166,10 @@ if [ "$FLOOR" = 1 ]; then
     wait_for_port "$FLOOR_PORT"
     targets+=(floor)
 fi
+if [ "$ONE_PORT" = 1 ]; then
+    targets+=(oneport)
+    wait_for_port "$ONE_PORT_PORT"
+fi
 for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT"; do wait_for_port "$port"; done
 sleep 1  # with several workers, give the others time to bind their SO_REUSEPORT sockets
 
@@ -208,6 +218,7 @@ echo "warming up..." >&2
 DURATION=2s run warmup edge "$edge_pid" "$EDGE_PORT" /100b
 DURATION=2s run warmup nginx "$nginx_pid" "$NGINX_PORT" /100b
 if [ "$FLOOR" = 1 ]; then DURATION=2s run warmup floor "$floor_pid" "$FLOOR_PORT" /100b; fi
+if [ "$ONE_PORT" = 1 ]; then DURATION=2s run warmup oneport "$edge_pid" "$ONE_PORT_PORT" /100b; fi
 for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) -eq 1 ]; then order=("${targets[@]}"); else order=(); for t in "${targets[@]}"; do order=("$t" "${order[@]}"); done; fi
     for entry in "${scenarios[@]}"; do
@@ -217,6 +228,7 @@ for round in $(seq "$ROUNDS"); do
                 edge) pid=$edge_pid port=$EDGE_PORT ;;
                 nginx) pid=$nginx_pid port=$NGINX_PORT ;;
                 floor) pid=$floor_pid port=$FLOOR_PORT ;;
+                oneport) pid=$edge_pid port=$ONE_PORT_PORT ;;
             esac
             echo "round $round: $scenario: $target" >&2
             if [ -n "$header" ]; then
@@ -264,6 +276,22 @@ if [ "$FLOOR" = 1 ]; then
             -v fr="${requests[$f]}" -v fc="${cpu[$f]}" 'BEGIN {
             ecpu = ec / hz / er * 1e6; ncpu = nc / hz / nr * 1e6; fcpu = fc / hz / fr * 1e6
             printf "| %s | %.1f | %.1f | %.2fx | %.1f | %.1f |\n", s, fcpu, ncpu, fcpu / ncpu, ecpu, ecpu - fcpu
+        }'
+    done
+fi
+if [ "$ONE_PORT" = 1 ]; then
+    echo
+    echo "HTTP/1.1 on a port that also serves gRPC (grpc_upstream) against the plain HTTPS listener, same edge process"
+    echo
+    echo "| scenario | plain req/s | one port req/s | req/s one port/plain | plain CPU us/req | one port CPU us/req | CPU one port/plain |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for entry in "${scenarios[@]}"; do
+        IFS='|' read -r scenario _ _ <<<"$entry"
+        e="$scenario|edge" o="$scenario|oneport"
+        awk -v s="$scenario" -v hz="$hz" -v er="${requests[$e]}" -v es="${seconds[$e]}" -v ec="${cpu[$e]}" \
+            -v pr="${requests[$o]}" -v ps="${seconds[$o]}" -v pc="${cpu[$o]}" 'BEGIN {
+            erps = er / es; orps = pr / ps; ecpu = ec / hz / er * 1e6; ocpu = pc / hz / pr * 1e6
+            printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |\n", s, erps, orps, orps / erps, ecpu, ocpu, ocpu / ecpu
         }'
     done
 fi

@@ -42,6 +42,16 @@ listen = "127.0.0.1:{port}"
 upstream = "http://127.0.0.1:{upstream_port}"
 """
 
+# With --one-port-port: the same listener once more, also serving gRPC (ALPN h2) on its port.
+ONE_PORT_LISTENER = """
+[[listeners]]
+name = "bench-one-port"
+protocol = "https"
+listen = "127.0.0.1:{port}"
+upstream = "http://127.0.0.1:{upstream_port}"
+grpc_upstream = "127.0.0.1:{grpc_port}"
+"""
+
 
 def write_cert(directory: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -76,10 +86,14 @@ def main() -> None:
     setup.add_argument("--upstream-port", type=int, required=True)
     setup.add_argument("--admin-port", type=int, required=True)
     setup.add_argument("--workers", type=int, default=1)
+    setup.add_argument("--one-port-port", type=int, help="also a listener that serves gRPC on its HTTPS port")
+    setup.add_argument("--grpc-port", type=int, default=1, help="its grpc_upstream (HTTP/1.1 requests never dial it)")
     args = parser.parse_args()
     write_cert(args.directory / "cert")
     (args.directory / "state").mkdir(exist_ok=True)
     config = CONFIG.format(workers=args.workers, admin_port=args.admin_port, port=args.port, upstream_port=args.upstream_port)
+    if args.one_port_port:
+        config += ONE_PORT_LISTENER.format(port=args.one_port_port, upstream_port=args.upstream_port, grpc_port=args.grpc_port)
     (args.directory / "edge.toml").write_text(config)
 
 

@@ -1,6 +1,6 @@
 """The edge's own Python cost per HTTPS request, without TLS, sockets or a load generator.
 
-Drives the real client and upstream protocol objects (`proxy.http`) with in-memory transports:
+Drives the real client and upstream protocol objects (`proxy.http1`) with in-memory transports:
 each iteration feeds one request as the TLS layer would hand it over and one upstream response
 as the kernel would, exactly as wrk and nginx produce them in `bench/https.sh`. What is left is
 parsing, routing, head rewriting, framing, pooling, timers and metrics: the part of the
@@ -21,10 +21,10 @@ from typing import Any
 import uvloop
 
 from proxy.config import HttpUpstream, Limits, Route
-from proxy.http.context import HttpMetrics, Shared
-from proxy.http.protocol import ClientConnection
-from proxy.http.routing import Router
-from proxy.http.upstream import UpstreamConnection, UpstreamPool
+from proxy.connections import Shared, Tally
+from proxy.http1.client import ClientConnection
+from proxy.http1.routing import Router
+from proxy.http1.upstream import UpstreamConnection, UpstreamPool
 from proxy.metrics import for_listener
 
 REQUEST = b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1:18443\r\n\r\n"
@@ -80,7 +80,7 @@ class Rig:
     """One listener's shared state, router and pool, with one pooled upstream connection."""
 
     def __init__(self) -> None:
-        self.shared = Shared("micro", Limits(), HttpMetrics(for_listener("micro")))
+        self.shared = Shared("micro", Limits(), Tally(for_listener("micro")))
         self.pool = UpstreamPool(HttpUpstream("http", "127.0.0.1", 18081), 5.0)
         self.router = Router((Route(HttpUpstream("http", "127.0.0.1", 18081)),), lambda _: self.pool)
         self.upstream = UpstreamConnection(self.pool)

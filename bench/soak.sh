@@ -6,7 +6,7 @@
 #
 # Everything runs on 127.0.0.1 and is bounded by SOAK_SECONDS; bench/soak_run.py stops only the
 # processes it started. Knobs: SOAK_SECONDS, SOAK_SWAP_INTERVAL, SOAK_GRPC_LOOPS (4),
-# SOAK_WRK_CONNECTIONS (32), SOAK_GRPC_MODE (relay or grpcio); KEEP_WORK=1 keeps the edge's log.
+# SOAK_WRK_CONNECTIONS (32); KEEP_WORK=1 keeps the edge's log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

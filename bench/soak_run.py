@@ -33,7 +33,6 @@ SECONDS = int(os.environ.get("SOAK_SECONDS", "300"))
 SWAP_INTERVAL = float(os.environ.get("SOAK_SWAP_INTERVAL", "1.0"))
 GRPC_LOOPS = int(os.environ.get("SOAK_GRPC_LOOPS", "4"))
 WRK_CONNECTIONS = int(os.environ.get("SOAK_WRK_CONNECTIONS", "32"))
-GRPC_MODE = os.environ.get("SOAK_GRPC_MODE", "relay")  # the gRPC listener's `mode`: relay or grpcio
 GRPC_METHOD = "/demo.Echo/Say"  # the demo upstream echoes every method
 PROGRESS_EVERY = 30.0
 # Before its threads start, each wrk process opens one plain TCP connection to check the address
@@ -80,7 +79,6 @@ upstream = "http://127.0.0.1:{ports.http_upstream}"
 [[listeners]]
 name = "grpc"
 protocol = "grpc"
-mode = "{GRPC_MODE}"
 listen = "127.0.0.1:{ports.grpc}"
 upstream = "127.0.0.1:{ports.grpc_upstream}"
 """)
@@ -228,8 +226,7 @@ async def soak(work: Path, ports: Ports, edge: subprocess.Popen[bytes], pki: Pki
     print(f"edge pid {edge.pid}: RSS at start {start.rss_mib:.1f} MiB, certificate version {start.certificate['version']}", flush=True)
     print(f"soaking for {SECONDS} s: wrk keep-alive ({WRK_CONNECTIONS} connections), wrk new connection per request (4),", flush=True)
     print(
-        f"  {GRPC_LOOPS} gRPC unary loops (one a new channel per call; listener in {GRPC_MODE} mode), "
-        f"a new certificate every {SWAP_INTERVAL:g} s",
+        f"  {GRPC_LOOPS} gRPC unary loops (one a new channel per call), a new certificate every {SWAP_INTERVAL:g} s",
         flush=True,
     )
     started = time.monotonic()

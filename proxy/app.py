@@ -14,25 +14,20 @@ import os
 import signal
 import ssl
 from collections.abc import Callable, Mapping
-from typing import NoReturn, Protocol
+from typing import NoReturn
 
+from proxy import metrics
 from proxy.certstore.service import CertificateService
 from proxy.certstore.store import CertStore, Serving
 from proxy.certstore.watcher import DirectoryWatcher
 from proxy.config import Config
 from proxy.errors import ProxyError
+from proxy.listeners import BaseListener, Listener, bind_open_connections, build_listeners, policy_contexts
 from proxy.tasks import TaskSet
-from proxy.tlsmaterial import H2_ALPN, HTTPS_ALPN, TlsObjects, policy_context, tls_preparer
+from proxy.tlsmaterial import TlsObjects, tls_preparer
 from proxy.workers import Workers
 
 log = logging.getLogger("proxy")
-
-
-class Listener(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self, drain_seconds: float) -> None: ...
-    @property
-    def port(self) -> int: ...
 
 
 class Edge:
@@ -44,7 +39,7 @@ class Edge:
         self._policies = policies or {}
         self.store: CertStore[TlsObjects] = CertStore(tls_preparer(config.tls.min_version))
         self.service = CertificateService(self.store, config.tls)
-        self.listeners: dict[str, Listener] = {}
+        self.listeners: dict[str, BaseListener] = {}
         self.watcher: DirectoryWatcher | None = None
         self.admin: Listener | None = None
         self.draining = False
@@ -62,30 +57,15 @@ class Edge:
     def current(self) -> Serving[TlsObjects]:
         return self.store.current
 
-    def _build_listeners(self) -> None:
-        from proxy.grpcedge.listener import GrpcListener
-        from proxy.grpcedge.relay import RelayListener
-        from proxy.http.listener import HttpsListener
-        from proxy.http.redirect import RedirectListener
-
-        reuse = self.config.server.workers > 1
-        min_version = self.config.tls.min_version
-        for cfg in self.config.listeners:
-            listener: Listener
-            policy = self._policies.get(cfg.name)
-            if cfg.protocol == "https":
-                listener = HttpsListener(cfg, min_version, lambda: self.store.current.tls.ssl_context, reuse_port=reuse, policy=policy)
-            elif cfg.protocol == "grpc" and cfg.grpc_mode == "relay":
-                listener = RelayListener(cfg, min_version, self.current, reuse_port=reuse, policy=policy)
-            elif cfg.protocol == "grpc":
-                listener = GrpcListener(cfg, min_version, self.current, reuse_port=reuse)
-            else:
-                listener = RedirectListener(cfg, reuse_port=reuse)
-            self.listeners[cfg.name] = listener
+    def _bind_metrics(self) -> None:
+        """Gauges read when scraped, bound here once: to this process's store and listeners."""
+        metrics.CERT_EXPIRY.set_function(self.service.seconds_to_expiry)
+        bind_open_connections(self.listeners)
 
     async def start(self) -> None:
         await self.service.load_initial()
-        self._build_listeners()
+        self.listeners = build_listeners(self.config, lambda: self.store.current.tls, self._policies)
+        self._bind_metrics()
         try:
             if self.worker_index == 0:
                 # First, so that probes get an honest 503 while the rest starts.
@@ -142,19 +122,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         return asyncio.new_event_loop
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
-
-
-def policy_contexts(config: Config) -> dict[str, ssl.SSLContext]:
-    """The listening contexts' policies of the listeners that terminate TLS in Python (HTTPS and
-    gRPC relay), by listener name. Each holds the session-ticket keys of its listener."""
-    min_version = config.tls.min_version
-    policies: dict[str, ssl.SSLContext] = {}
-    for cfg in config.listeners:
-        if cfg.protocol == "https":
-            policies[cfg.name] = policy_context(min_version, HTTPS_ALPN)
-        elif cfg.protocol == "grpc" and cfg.grpc_mode == "relay":
-            policies[cfg.name] = policy_context(min_version, H2_ALPN)
-    return policies
 
 
 def run_edge(config: Config) -> int:

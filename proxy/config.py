@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from proxy.errors import ConfigError
 
@@ -23,15 +23,12 @@ WATCH_MODES = ("events", "poll", "off")
 # "auto": off when cert_dir is a mounted Kubernetes Secret (see proxy/admin/uploads.py), on otherwise.
 UPLOAD_MODES = ("auto", "on", "off")
 TLS_VERSIONS = ("1.2", "1.3")
-# gRPC listener modes: "relay" passes each HTTP/2 connection to the upstream as bytes (fast, TLS
-# policy enforced); "grpcio" terminates every call in grpcio (per-call status metrics, slower).
-GRPC_MODES = ("relay", "grpcio")
-DEFAULT_GRPC_MODE = "relay"
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 
-# The default config: everything on loopback, demo upstreams on 8081 (HTTP) and 50051 (gRPC).
+# The default config: everything on loopback, demo upstreams on 8081 (HTTP) and 50051 (gRPC), the
+# browser, API and gRPC traffic on one HTTPS port as the platform behind the edge takes it.
 EMBEDDED_DEFAULT = """
 [server]
 workers = 1
@@ -51,12 +48,7 @@ name = "web"
 protocol = "https"
 listen = "127.0.0.1:8443"
 upstream = "http://127.0.0.1:8081"
-
-[[listeners]]
-name = "grpc"
-protocol = "grpc"
-listen = "127.0.0.1:9443"
-upstream = "127.0.0.1:50051"
+grpc_upstream = "127.0.0.1:50051"
 
 [[listeners]]
 name = "redirect"
@@ -141,17 +133,38 @@ class GrpcUpstream:
 
 
 @dataclass(frozen=True, slots=True)
-class ListenerConfig:
+class _Listener:
+    """What every listener has; each protocol's config adds its own keys."""
+
     name: str
-    protocol: str
     listen: Address
     limits: Limits
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsListenerConfig(_Listener):
     routes: tuple[Route, ...] = ()
+    # With it, the listener offers ALPN h2 after http/1.1: clients that offer only h2 (every gRPC
+    # library) are relayed there, everyone else gets HTTP/1.1.
     grpc_upstream: GrpcUpstream | None = None
-    redirect_port: int = 443
+    max_connection_age: float = 300.0  # of the connections relayed to grpc_upstream
+    protocol: Literal["https"] = "https"
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcListenerConfig(_Listener):
+    upstream: GrpcUpstream
     max_connection_age: float = 300.0
-    max_message_bytes: int = 4 * 1024 * 1024
-    grpc_mode: str = DEFAULT_GRPC_MODE
+    protocol: Literal["grpc"] = "grpc"
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectListenerConfig(_Listener):
+    redirect_port: int = 443
+    protocol: Literal["http-redirect"] = "http-redirect"
+
+
+ListenerConfig = HttpsListenerConfig | GrpcListenerConfig | RedirectListenerConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +190,33 @@ class _Problems:
         self.items.append(f"{self.source}: {key}: {message}")
 
 
-_LIMIT_KEYS = {f.name for f in fields(Limits)}
+# In declaration order, so problems come in a stable order.
+_LIMIT_KEYS = tuple(f.name for f in fields(Limits))
 
 
-def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str, p: _Problems) -> None:
+def _default(cls: type, name: str) -> Any:
+    """A config class's default for `name`: each default is written once, on its dataclass."""
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+# Keys that a listener of another protocol takes, or that once existed: a config setting one is
+# told what to do instead of only that the key is unknown.
+_ONE_PORT_KEYS = {
+    key: f"only an https listener takes a {key}: it serves gRPC on the HTTPS port" for key in ("grpc_upstream", "grpc_upstream_ca")
+}
+_REMOVED_GRPC_KEYS = {
+    "mode": "gRPC listeners always relay each HTTP/2 connection to the upstream as bytes (the grpcio mode is gone); delete this key",
+    "max_message_bytes": "gRPC listeners relay messages as bytes, so the client's and the upstream's own limits apply; delete this key",
+}
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], path: str, p: _Problems, explained: Mapping[str, str] | None = None) -> None:
     for key in table:
-        if key not in allowed:
+        if key in allowed:
+            continue
+        if explained and key in explained:
+            p.add(f"{path}.{key}", explained[key])
+        else:
             near = _nearest(key, allowed)
             hint = f"; did you mean {near!r}?" if near else f"; allowed keys: {', '.join(sorted(allowed))}"
             p.add(f"{path}.{key}" if path else key, f"unknown key{hint}")
@@ -273,11 +307,11 @@ def _limits(table: Mapping[str, Any], path: str, base: Limits, p: _Problems) -> 
 
 
 def _server(table: Mapping[str, Any], p: _Problems) -> ServerConfig:
-    _check_keys(table, {"workers", "drain_seconds"} | _LIMIT_KEYS, "server", p)
-    workers = _get(table, "workers", int, "server", p, 1)
+    _check_keys(table, {"workers", "drain_seconds", *_LIMIT_KEYS}, "server", p)
+    workers = _get(table, "workers", int, "server", p, _default(ServerConfig, "workers"))
     if not 1 <= workers <= 64:
         p.add("server.workers", f"must be from 1 to 64, not {workers}")
-    drain = float(_get(table, "drain_seconds", (int, float), "server", p, 30.0))
+    drain = float(_get(table, "drain_seconds", (int, float), "server", p, _default(ServerConfig, "drain_seconds")))
     _positive(drain, "server.drain_seconds", p, allow_zero=True)
     return ServerConfig(workers=workers, drain_seconds=drain, limits=_limits(table, "server", Limits(), p))
 
@@ -297,13 +331,13 @@ def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
             ips.append(str(ipaddress.ip_address(ip)))
     if server_name is None and not ips:
         p.add("tls", 'set server_name (for example "vertex.example.com") or ip_addresses (for example ["10.0.0.5"])')
-    min_version = _get(table, "min_version", str, "tls", p, "1.2")
+    min_version = _get(table, "min_version", str, "tls", p, _default(TlsConfig, "min_version"))
     if min_version not in TLS_VERSIONS:
         p.add("tls.min_version", f'must be "1.2" or "1.3", not {min_version!r}')
-    watch = _get(table, "watch", str, "tls", p, "events")
+    watch = _get(table, "watch", str, "tls", p, _default(TlsConfig, "watch"))
     if watch not in WATCH_MODES:
         p.add("tls.watch", f'must be "events", "poll" or "off", not {watch!r}')
-    poll_delay = _get(table, "poll_delay_ms", int, "tls", p, 500)
+    poll_delay = _get(table, "poll_delay_ms", int, "tls", p, _default(TlsConfig, "poll_delay_ms"))
     if not 50 <= poll_delay <= 60_000:
         p.add("tls.poll_delay_ms", f"must be from 50 to 60000, not {poll_delay}")
     return TlsConfig(
@@ -320,7 +354,7 @@ def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
 def _admin(table: Mapping[str, Any], base: Path, p: _Problems) -> AdminConfig:
     _check_keys(table, {"listen", "token_file", "uploads"}, "admin", p)
     listen = _address(table, "listen", "admin", p, "127.0.0.1:9900") or Address("127.0.0.1", 9900)
-    uploads = _get(table, "uploads", str, "admin", p, "auto")
+    uploads = _get(table, "uploads", str, "admin", p, _default(AdminConfig, "uploads"))
     if uploads not in UPLOAD_MODES:
         p.add("admin.uploads", f'must be "auto", "on" or "off", not {uploads!r}')
     token_file = base / _get(table, "token_file", str, "admin", p, "state/admin.token")
@@ -379,27 +413,34 @@ def _http_upstream(table: Mapping[str, Any], path: str, p: _Problems) -> HttpUps
         return None
 
 
-def _grpc_upstream(table: Mapping[str, Any], path: str, base: Path, p: _Problems) -> GrpcUpstream | None:
-    text = _get(table, "upstream", str, path, p, None)
-    ca = _get(table, "upstream_ca", str, path, p, None)
+def _grpc_upstream(
+    table: Mapping[str, Any], path: str, base: Path, p: _Problems, key: str = "upstream", *, required: bool = True
+) -> GrpcUpstream | None:
+    """`key` (`host:port` or `grpcs://host:port`) and `<key>_ca`: a gRPC listener's `upstream`,
+    or an https listener's `grpc_upstream`."""
+    ca_key = f"{key}_ca"
+    text = _get(table, key, str, path, p, None)
+    ca = _get(table, ca_key, str, path, p, None)
     if text is None:
-        if "upstream" not in table:
-            p.add(f"{path}.upstream", 'is required, for example "127.0.0.1:50051" or "grpcs://10.0.0.7:443"')
+        if required and key not in table:
+            p.add(f"{path}.{key}", 'is required, for example "127.0.0.1:50051" or "grpcs://10.0.0.7:443"')
+        if ca is not None and key not in table:
+            p.add(f"{path}.{ca_key}", f'applies only with a TLS {key} ("grpcs://host:port")')
         return None
     tls = text.startswith("grpcs://")
     try:
         address = parse_address(text.removeprefix("grpcs://").removeprefix("grpc://"))
     except ValueError as e:
-        p.add(f"{path}.upstream", f"{text!r} is not a valid gRPC upstream: {e}")
+        p.add(f"{path}.{key}", f"{text!r} is not a valid gRPC upstream: {e}")
         return None
     if ca is not None and not tls:
-        p.add(f"{path}.upstream_ca", 'applies only to a TLS upstream ("grpcs://host:port")')
+        p.add(f"{path}.{ca_key}", f'applies only to a TLS {key} ("grpcs://host:port")')
     return GrpcUpstream(address=address, tls=tls, ca_file=base / ca if ca else None)
 
 
 _LISTENER_KEYS = {
-    "https": {"routes", "upstream"},
-    "grpc": {"upstream", "upstream_ca", "max_connection_age", "max_message_bytes", "mode"},
+    "https": {"routes", "upstream", "grpc_upstream", "grpc_upstream_ca", "max_connection_age", *_LIMIT_KEYS},
+    "grpc": {"upstream", "upstream_ca", "max_connection_age", *_LIMIT_KEYS},
     "http-redirect": {"redirect_port"},
 }
 
@@ -415,32 +456,36 @@ def _listener(table: Mapping[str, Any], i: int, server: ServerConfig, base: Path
     if protocol not in PROTOCOLS:
         p.add(f"{path}.protocol", f'must be "https", "grpc" or "http-redirect", not {protocol!r}')
         return None
-    allowed = {"name", "protocol", "listen"} | _LISTENER_KEYS[protocol]
-    if protocol != "http-redirect":
-        allowed |= _LIMIT_KEYS
-    _check_keys(table, allowed, path, p)
-    listen = _address(table, "listen", path, p, None)
+    explained = {**_ONE_PORT_KEYS, **_REMOVED_GRPC_KEYS} if protocol == "grpc" else _ONE_PORT_KEYS
+    _check_keys(table, {"name", "protocol", "listen"} | _LISTENER_KEYS[protocol], path, p, explained)
+    listen = _address(table, "listen", path, p, None) or Address("", 0)
     limits = _limits(table, path, server.limits, p)
-    result = ListenerConfig(name=name or f"listener{i}", protocol=protocol, listen=listen or Address("", 0), limits=limits)
+    name = name or f"listener{i}"
     if protocol == "https":
         routes = _routes(table, path, p)
         if not routes and "routes" not in table and "upstream" not in table:
             p.add(path, 'an https listener needs an upstream ("http://127.0.0.1:8081") or [[listeners.routes]]')
-        return replace(result, routes=routes)
+        grpc_upstream = _grpc_upstream(table, path, base, p, "grpc_upstream", required=False)
+        if "max_connection_age" in table and "grpc_upstream" not in table:
+            p.add(f"{path}.max_connection_age", "applies only with a grpc_upstream (to the gRPC connections on this port)")
+        age = _connection_age(table, path, p)
+        return HttpsListenerConfig(name, listen, limits, routes=routes, grpc_upstream=grpc_upstream, max_connection_age=age)
     if protocol == "grpc":
-        age = float(_get(table, "max_connection_age", (int, float), path, p, 300.0))
-        _positive(age, f"{path}.max_connection_age", p, allow_zero=True)
-        size = _get(table, "max_message_bytes", int, path, p, 4 * 1024 * 1024)
-        _positive(size, f"{path}.max_message_bytes", p)
-        mode = _get(table, "mode", str, path, p, DEFAULT_GRPC_MODE)
-        if mode not in GRPC_MODES:
-            p.add(f"{path}.mode", f'must be "relay" or "grpcio", not {mode!r}')
+        age = _connection_age(table, path, p)
         upstream = _grpc_upstream(table, path, base, p)
-        return replace(result, grpc_upstream=upstream, max_connection_age=age, max_message_bytes=size, grpc_mode=mode)
+        if upstream is None:
+            return None
+        return GrpcListenerConfig(name, listen, limits, upstream=upstream, max_connection_age=age)
     port = _get(table, "redirect_port", int, path, p, https_port)
     if not 1 <= port <= 65535:
         p.add(f"{path}.redirect_port", f"must be a port from 1 to 65535, not {port}")
-    return replace(result, redirect_port=port)
+    return RedirectListenerConfig(name, listen, limits, redirect_port=port)
+
+
+def _connection_age(table: Mapping[str, Any], path: str, p: _Problems) -> float:
+    age = float(_get(table, "max_connection_age", (int, float), path, p, _default(GrpcListenerConfig, "max_connection_age")))
+    _positive(age, f"{path}.max_connection_age", p, allow_zero=True)
+    return age
 
 
 def _first_https_port(raw: list[Any]) -> int:

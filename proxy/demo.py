@@ -138,9 +138,10 @@ def demo_config(workdir: Path) -> Config:
 
 
 def _upstream_ports(config: Config) -> tuple[int, int]:
-    http = next(route.upstream.port for cfg in config.listeners for route in cfg.routes)
-    grpc_port = next(cfg.grpc_upstream.address.port for cfg in config.listeners if cfg.grpc_upstream is not None)
-    return http, grpc_port
+    http = next(route.upstream.port for cfg in config.listeners if cfg.protocol == "https" for route in cfg.routes)
+    grpc_upstreams = [cfg.upstream for cfg in config.listeners if cfg.protocol == "grpc"]
+    grpc_upstreams += [cfg.grpc_upstream for cfg in config.listeners if cfg.protocol == "https" and cfg.grpc_upstream is not None]
+    return http, grpc_upstreams[0].address.port
 
 
 async def run_demo(config: Config, *, announce: Callable[[str], None] = print) -> int:
@@ -194,9 +195,10 @@ def banner(config: Config) -> str:
     listen = {cfg.protocol: cfg.listen for cfg in config.listeners}
     http_port, grpc_port = _upstream_ports(config)
     https, admin = listen["https"], config.admin.listen
+    grpc_listen = listen.get("grpc", https)  # one port: gRPC clients (ALPN h2) reach the echo on the HTTPS port
     rows = [
         ("HTTPS", f"https://{https}/", f"-> demo HTTP app on 127.0.0.1:{http_port}, which answers with the request it got"),
-        ("gRPC", str(listen["grpc"]), f"-> demo gRPC echo on 127.0.0.1:{grpc_port}: any method, raw bytes"),
+        ("gRPC", str(grpc_listen), f"-> demo gRPC echo on 127.0.0.1:{grpc_port}: any method, raw bytes"),
     ]
     if "http-redirect" in listen:
         rows.append(("redirect", f"http://{listen['http-redirect']}/", "-> HTTPS"))

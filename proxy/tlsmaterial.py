@@ -1,7 +1,7 @@
 """The one place that turns a certificate snapshot into TLS library objects.
 
-Builds, per version, an `ssl.SSLContext` for the HTTPS listeners, one for the gRPC relay (ALPN h2)
-and a gRPC server certificate configuration; and, per listener, the long-lived listening context
+Builds, per version, one `ssl.SSLContext` per ALPN list a listener offers (HTTPS, gRPC, both on
+one port); and, per listener, the long-lived listening context
 whose `sni_callback` hands each new handshake the current version's context. Listeners never
 parse PEM themselves.
 """
@@ -13,10 +13,8 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-
-import grpc
 
 from proxy.certstore.store import Snapshot
 
@@ -25,20 +23,36 @@ log = logging.getLogger("proxy.tls")
 # TLS 1.2 suites: forward-secret AEAD only. TLS 1.3 suites are all AEAD already.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
-HTTPS_ALPN = ["http/1.1"]
+Alpn = tuple[str, ...]
+HTTPS_ALPN: Alpn = ("http/1.1",)
 # The gRPC relay speaks only HTTP/2 (RFC 9113 3.2: "h2" over TLS).
-H2_ALPN = ("h2",)
+H2_ALPN: Alpn = ("h2",)
+# HTTPS and gRPC on one port. OpenSSL picks the server's first protocol that the client offers:
+# browsers, curl and API clients offer both and get HTTP/1.1; gRPC clients offer only h2.
+ONE_PORT_ALPN: Alpn = ("http/1.1", "h2")
+ALPN_LISTS: tuple[Alpn, ...] = (HTTPS_ALPN, H2_ALPN, ONE_PORT_ALPN)
 
 
 @dataclass(frozen=True, slots=True)
 class TlsObjects:
-    """TLS objects for one snapshot. Built once, never mutated after."""
+    """TLS objects for one snapshot: the same chain and key in one material context per ALPN list
+    a listener offers, since a swapped-in context's ALPN is the one that answers the client.
+    Built once, never mutated after."""
 
-    ssl_context: ssl.SSLContext
-    grpc_config: grpc.ServerCertificateConfiguration
-    # The same chain and key for the gRPC relay: a swapped-in context's ALPN is the one that
-    # answers the client, so h2 listeners need a material context that advertises h2.
-    h2_context: ssl.SSLContext
+    contexts: Mapping[Alpn, ssl.SSLContext]
+
+    def context(self, alpn: Alpn) -> ssl.SSLContext:
+        return self.contexts[alpn]
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The HTTPS listeners' context (ALPN http/1.1)."""
+        return self.contexts[HTTPS_ALPN]
+
+    @property
+    def h2_context(self) -> ssl.SSLContext:
+        """The gRPC listeners' context (ALPN h2)."""
+        return self.contexts[H2_ALPN]
 
 
 def _base_context(min_version: str, alpn: Sequence[str]) -> ssl.SSLContext:
@@ -87,20 +101,11 @@ def _private_file(data: bytes) -> Iterator[str]:
             os.unlink(path)
 
 
-def grpc_config(snapshot: Snapshot) -> grpc.ServerCertificateConfiguration:
-    material = snapshot.material
-    return grpc.ssl_server_certificate_configuration([(material.key_pem, material.cert_pem)])
-
-
 def tls_preparer(min_version: str) -> Callable[[Snapshot], TlsObjects]:
     """The store's `prepare` hook: every listener kind's objects, built together, off the loop."""
 
     def prepare(snapshot: Snapshot) -> TlsObjects:
-        return TlsObjects(
-            ssl_context=material_context(snapshot, min_version),
-            grpc_config=grpc_config(snapshot),
-            h2_context=material_context(snapshot, min_version, H2_ALPN),
-        )
+        return TlsObjects({alpn: material_context(snapshot, min_version, alpn) for alpn in ALPN_LISTS})
 
     return prepare
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import EMBEDDED_DEFAULT, load_config_file, parse_config
+from proxy.config import EMBEDDED_DEFAULT, Address, GrpcUpstream, load_config_file, parse_config
 from proxy.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +35,9 @@ def test_embedded_default_is_valid_and_loopback_only() -> None:
     config = parse_config(EMBEDDED_DEFAULT)
     assert {listener.listen.host for listener in config.listeners} == {"127.0.0.1"}
     assert config.admin.listen.host == "127.0.0.1"
-    assert [listener.protocol for listener in config.listeners] == ["https", "grpc", "http-redirect"]
+    assert [listener.protocol for listener in config.listeners] == ["https", "http-redirect"]
+    web = config.listeners[0]
+    assert web.protocol == "https" and web.grpc_upstream is not None, "browsers, API and gRPC share one port"
 
 
 def test_example_config_is_valid() -> None:
@@ -171,8 +173,6 @@ def test_grpc_listener_keys_are_checked_per_protocol() -> None:
                     "upstream",
                     "upstream_ca",
                     "max_connection_age",
-                    "max_message_bytes",
-                    "mode",
                     "connect_timeout",
                     "upstream_timeout",
                     "idle_timeout",
@@ -219,3 +219,54 @@ def test_check_config_ok_and_missing_file(tmp_path: Path) -> None:
 
 def test_bad_usage_exits_2() -> None:
     assert _cli("frobnicate").returncode == 2
+
+
+def test_the_removed_grpcio_mode_names_the_relay() -> None:
+    text = MINIMAL + '\n[[listeners]]\nname = "g"\nprotocol = "grpc"\nlisten = "127.0.0.1:9443"\nupstream = "127.0.0.1:50051"\n'
+    assert problems_of(text + 'mode = "grpcio"\nmax_message_bytes = 8388608\n') == (
+        "edge.toml: listeners[1] (g).mode: gRPC listeners always relay each HTTP/2 connection to the upstream as bytes "
+        "(the grpcio mode is gone); delete this key",
+        "edge.toml: listeners[1] (g).max_message_bytes: gRPC listeners relay messages as bytes, so the client's and "
+        "the upstream's own limits apply; delete this key",
+    )
+
+
+ONE_PORT = MINIMAL.replace(
+    'upstream = "http://127.0.0.1:8081"', 'upstream = "http://127.0.0.1:8081"\ngrpc_upstream = "grpcs://10.0.0.7:443"'
+)
+
+
+def test_an_https_listener_takes_a_grpc_upstream_with_its_ca_and_connection_age() -> None:
+    config = parse_config(ONE_PORT + 'grpc_upstream_ca = "ca.pem"\nmax_connection_age = 60\n', "edge.toml", Path("/etc/edge"))
+    web = config.listeners[0]
+    assert web.protocol == "https"
+    assert web.grpc_upstream == GrpcUpstream(Address("10.0.0.7", 443), tls=True, ca_file=Path("/etc/edge/ca.pem"))
+    assert web.max_connection_age == 60
+
+
+def test_grpc_upstream_is_refused_on_other_listeners_naming_the_key() -> None:
+    text = (
+        MINIMAL
+        + '\n[[listeners]]\nname = "g"\nprotocol = "grpc"\nlisten = "127.0.0.1:9443"\nupstream = "127.0.0.1:50051"\n'
+        + 'grpc_upstream = "127.0.0.1:50052"\n'
+        + '\n[[listeners]]\nname = "r"\nprotocol = "http-redirect"\nlisten = "127.0.0.1:8080"\ngrpc_upstream = "127.0.0.1:50052"\n'
+    )
+    assert problems_of(text) == (
+        "edge.toml: listeners[1] (g).grpc_upstream: only an https listener takes a grpc_upstream: it serves gRPC on the HTTPS port",
+        "edge.toml: listeners[2] (r).grpc_upstream: only an https listener takes a grpc_upstream: it serves gRPC on the HTTPS port",
+    )
+
+
+def test_grpc_upstream_problems_name_their_keys() -> None:
+    plain = MINIMAL.replace('upstream = "http://127.0.0.1:8081"', 'upstream = "http://127.0.0.1:8081"\ngrpc_upstream = "127.0.0.1:50051"')
+    assert problems_of(plain + 'grpc_upstream_ca = "ca.pem"\n') == (
+        'edge.toml: listeners[0] (web).grpc_upstream_ca: applies only to a TLS grpc_upstream ("grpcs://host:port")',
+    )
+    assert problems_of(MINIMAL + "max_connection_age = 60\n") == (
+        "edge.toml: listeners[0] (web).max_connection_age: applies only with a grpc_upstream (to the gRPC connections on this port)",
+    )
+    bad = MINIMAL.replace('upstream = "http://127.0.0.1:8081"', 'upstream = "http://127.0.0.1:8081"\ngrpc_upstream = "nowhere"')
+    assert problems_of(bad) == (
+        "edge.toml: listeners[0] (web).grpc_upstream: 'nowhere' is not a valid gRPC upstream: "
+        "write it as host:port, for example 127.0.0.1:8443",
+    )

@@ -23,7 +23,7 @@ from proxy.demo import DemoUpstreams, banner, demo_config, main
 from proxy.errors import MaterialError
 from tests.support.edge import MISMATCHED_KEY
 
-DEMO_PORTS = (8443, 9443, 8080, 9900, 8081, 50051)  # the embedded default config's
+DEMO_PORTS = (8443, 8080, 9900, 8081, 50051)  # the embedded default config's
 
 
 async def test_demo_http_app_shows_the_request_it_received(upstreams: DemoUpstreams) -> None:
@@ -81,8 +81,9 @@ def test_new_cert_drops_material_the_edge_accepts(tmp_path: Path, capsys: pytest
 
 def test_banner_names_every_url_and_the_token_file(tmp_path: Path) -> None:
     text = banner(demo_config(tmp_path))
-    for expected in ("https://127.0.0.1:8443/", "127.0.0.1:9443", "http://127.0.0.1:9900/", "admin.token", "Ctrl-C"):
+    for expected in ("https://127.0.0.1:8443/", "http://127.0.0.1:9900/", "admin.token", "Ctrl-C"):
         assert expected in text
+    assert "  gRPC      127.0.0.1:8443 " in text, "gRPC clients reach the echo on the HTTPS port"
 
 
 def _ports_in_use() -> list[int]:
@@ -145,7 +146,7 @@ async def test_demo_runs_its_printed_commands_and_stops_on_ctrl_c(tmp_path: Path
 
         ca = (tmp_path / "state" / "demo-ca" / "ca.crt").read_bytes()
         credentials = grpc.ssl_channel_credentials(ca)
-        async with grpc.aio.secure_channel("127.0.0.1:9443", credentials) as channel:
+        async with grpc.aio.secure_channel("127.0.0.1:8443", credentials) as channel:  # the HTTPS port: one port
             assert await channel.unary_unary("/demo.Echo/Say")(b"through the edge", timeout=5) == b"through the edge"
 
         demo.send_signal(signal.SIGINT)

@@ -1,6 +1,6 @@
-"""The gRPC listener's lifecycle and TLS: binding, sharing a port, starts that cannot work (no
-certificate, an unreadable upstream CA), stopping past the drain, the TLS versions it accepts, and
-uvloop. Streams, timeouts, drain and TLS upstreams are in test_grpc_relay_tls.py."""
+"""The gRPC listener's lifecycle and TLS: binding, sharing a port, a start that cannot work (an
+unreadable upstream CA), stopping past the drain, the TLS versions it accepts, and uvloop.
+Streams, timeouts, drain and TLS upstreams are in test_grpc_relay_tls.py."""
 
 from __future__ import annotations
 
@@ -13,12 +13,9 @@ import grpc
 import pytest
 import uvloop
 
-from proxy.certstore.store import CertStore
 from proxy.errors import ListenerError
-from proxy.tlsmaterial import TlsObjects, tls_preparer
-from tests.support.config import listener_config
 from tests.support.grpc_echo import method, running_upstream
-from tests.support.listeners import RecordingReader, build_listener, grpc_relay, running_grpc_listener
+from tests.support.listeners import build_listener, grpc_relay, running_grpc_listener
 from tests.support.pki import Pki
 from tests.support.probes import WAIT
 
@@ -26,7 +23,7 @@ from tests.support.probes import WAIT
 async def test_second_listener_on_a_taken_port_fails_naming_the_address() -> None:
     async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge:
         taken = edge.port
-        second = build_listener(listener_config(grpc_relay(upstream.port, listen=f"127.0.0.1:{taken}")), edge.reader)
+        second = build_listener(grpc_relay(upstream.port, listen=f"127.0.0.1:{taken}"), edge.reader)
         with pytest.raises(ListenerError) as raised:
             await second.start()
         await second.stop(0)
@@ -38,7 +35,7 @@ async def test_second_listener_on_a_taken_port_fails_naming_the_address() -> Non
 async def test_listeners_share_a_port_with_reuse_port() -> None:
     # What server.workers > 1 does across processes: each binds the same port with SO_REUSEPORT.
     async with running_upstream() as upstream, running_grpc_listener(upstream.port, reuse_port=True) as edge:
-        shared = listener_config(grpc_relay(upstream.port, listen=f"127.0.0.1:{edge.port}"))
+        shared = grpc_relay(upstream.port, listen=f"127.0.0.1:{edge.port}")
         second = build_listener(shared, edge.reader, reuse_port=True)
         await second.start()
         try:
@@ -48,14 +45,6 @@ async def test_listeners_share_a_port_with_reuse_port() -> None:
                     assert await channel.unary_unary(method("Unary"))(b"x", timeout=WAIT) == b"x"
         finally:
             await second.stop(0)
-
-
-async def test_start_without_a_certificate_fails_clearly() -> None:
-    store: CertStore[TlsObjects] = CertStore(tls_preparer("1.2"))
-    listener = build_listener(listener_config(grpc_relay(1)), RecordingReader(store))
-    with pytest.raises(ListenerError, match="no certificate"):
-        await listener.start()
-    await listener.stop(0)  # safe after a failed start, as the app's shutdown path does
 
 
 async def test_stop_cancels_calls_still_open_after_the_drain_and_their_upstream_calls() -> None:

@@ -9,7 +9,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.grpcedge.relay.frames import (
+from proxy.h2relay.frames import (
     CONTINUATION,
     DATA,
     END_HEADERS,

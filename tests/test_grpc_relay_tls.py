@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proxy.grpcedge.relay.frames import CLIENT_PREFACE, GOAWAY, SETTINGS, FrameScanner
+from proxy.h2relay.frames import CLIENT_PREFACE, GOAWAY, SETTINGS, FrameScanner
 from tests.support.grpc_echo import EchoUpstream, OpenStreams, method, running_upstream, server_credentials
 from tests.support.listeners import RunningListener, running_grpc_listener
 from tests.support.pki import Pki

@@ -15,7 +15,6 @@ import pytest
 import uvloop
 
 from proxy.errors import ListenerError
-from tests.support.config import listener_config
 from tests.support.listeners import RecordingReader, RunningListener, build_listener, https, new_store, route, running_listener
 from tests.support.pki import Pki
 from tests.support.probes import free_port
@@ -31,7 +30,7 @@ async def test_an_address_in_use_raises_listener_error_naming_it(pki: Pki) -> No
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        listener = build_listener(listener_config(https(route(free_port()), listen=f"127.0.0.1:{port}")), RecordingReader(store))
+        listener = build_listener(https(route(free_port()), listen=f"127.0.0.1:{port}"), RecordingReader(store))
         with pytest.raises(ListenerError, match=f"127.0.0.1:{port}.*in use"):
             await listener.start()
 
@@ -39,9 +38,9 @@ async def test_an_address_in_use_raises_listener_error_naming_it(pki: Pki) -> No
 async def test_reuse_port_lets_two_listeners_serve_one_port(pki: Pki) -> None:
     store = await new_store(pki)
     async with upstream() as up:
-        first = build_listener(listener_config(https(route(up.port))), RecordingReader(store), reuse_port=True)
+        first = build_listener(https(route(up.port)), RecordingReader(store), reuse_port=True)
         await first.start()
-        config = listener_config(https(route(up.port), name="web2", listen=f"127.0.0.1:{first.port}"))
+        config = https(route(up.port), name="web2", listen=f"127.0.0.1:{first.port}")
         second = build_listener(config, RecordingReader(store), reuse_port=True)
         await second.start()
         try:
@@ -58,7 +57,7 @@ async def test_reuse_port_lets_two_listeners_serve_one_port(pki: Pki) -> None:
 async def test_stop_closes_idle_connections_and_lets_in_flight_responses_finish(pki: Pki) -> None:
     store = await new_store(pki)
     async with upstream() as up:
-        edge = build_listener(listener_config(https(route(up.port))), RecordingReader(store))
+        edge = build_listener(https(route(up.port)), RecordingReader(store))
         await edge.start()
         port, tls = edge.port, pki.client_context()
         idle_reader, idle_writer = await tls_connect(port, tls)
@@ -87,7 +86,7 @@ async def test_stop_closes_idle_connections_and_lets_in_flight_responses_finish(
 async def test_stop_closes_what_outlives_drain_seconds(pki: Pki) -> None:
     store = await new_store(pki)
     async with upstream() as up:
-        edge = build_listener(listener_config(https(route(up.port))), RecordingReader(store))
+        edge = build_listener(https(route(up.port)), RecordingReader(store))
         await edge.start()
         connector = aiohttp.TCPConnector(ssl=pki.client_context())
         async with aiohttp.ClientSession(connector=connector) as session:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.http.redirect import redirect_location
+from proxy.http1.redirect import redirect_location
 from tests.support.listeners import RunningListener, redirect, running_listener
 from tests.support.web import Response, closed_by_peer, read_response
 
@@ -110,3 +110,11 @@ def test_the_default_https_port_is_left_out_of_the_location() -> None:
     assert redirect_location(b"vertex.example.com", b"/x", 443) == b"https://vertex.example.com/x"
     assert redirect_location(b"VERTEX.example.com.:80", b"/", 8443) == b"https://vertex.example.com:8443/"
     assert redirect_location(b"", b"/", 443) is None
+
+
+async def test_an_over_long_target_gets_414_and_an_oversize_head_431_as_on_https(redirector: RunningListener) -> None:
+    long_target = b"GET /" + b"a" * (70 * 1024) + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+    big_header = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"b" * (70 * 1024) + b"\r\n\r\n"
+    for request, status in ((long_target, 414), (big_header, 431)):
+        response, closed = await ask(redirector, request)
+        assert (response.status, closed) == (status, True)

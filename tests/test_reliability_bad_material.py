@@ -128,7 +128,7 @@ async def test_bad_material_dropped_in_the_directory_is_refused_and_the_next_goo
     async def rejected() -> bool:
         return (await _serving(running))["last_error"] not in (None, before["last_error"])
 
-    # INTERFACE 3: reported within 3 s of settling (a drop that may be half-written is retried for 2 s).
+    # README, "Drop files": reported within 3 s of settling (a drop that may be half-written is retried for 2 s).
     await eventually(rejected, timeout=15)
     await _assert_unchanged(running, before, kind, "directory")
 

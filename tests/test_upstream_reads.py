@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.config import HttpUpstream
-from proxy.http.upstream import UpstreamConnection, UpstreamPool
-from proxy.http.wire import Headers, ResponseFacts
+from proxy.http1.upstream import UpstreamConnection, UpstreamPool
+from proxy.http1.wire import Headers, ResponseFacts
 
 BODY = bytes(range(256)) * 300  # 76,800 bytes: more than one read of uvloop's in most cases
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"

@@ -1,4 +1,4 @@
-"""The admin HTTP server (INTERFACE section 4): the token-checked JSON API, the page, `/healthz`
+"""The admin HTTP server (README: "Admin API and page"): the token-checked JSON API, the page, `/healthz`
 and `/metrics`, on `admin.listen`.
 
 A lifecycle object like the listeners (`start()`, `port`, `stop()`). Certificates go in and out
@@ -27,7 +27,7 @@ from proxy.errors import ListenerError, MaterialError
 
 log = logging.getLogger("proxy.admin")
 
-MAX_BODY_BYTES = 1024 * 1024  # INTERFACE 4: bodies over 1 MiB get 413
+MAX_BODY_BYTES = 1024 * 1024  # README, "Admin API and page": bodies over 1 MiB get 413
 SHUTDOWN_GRACE = 1.0  # seconds a request may still run once stop()'s own drain is over
 UNAUTHORIZED = {"error": "unauthorized"}  # the same for a missing and a wrong token: no hint
 

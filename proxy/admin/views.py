@@ -1,7 +1,7 @@
-"""The admin API's JSON shapes (INTERFACE section 4): request bodies in, answers out.
+"""The admin API's JSON shapes (README: "Admin API and page"): request bodies in, answers out.
 
 Pure: no HTTP, no store access, no clock. Field names and time format are part of the product
-contract; change them only with INTERFACE.md.
+contract; change them only with the README.
 """
 
 from __future__ import annotations

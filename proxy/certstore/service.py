@@ -40,7 +40,6 @@ class CertificateService:
         self._clock = clock
         self._intake = asyncio.Lock()
         self._last_rejected: str | None = None
-        metrics.CERT_EXPIRY.set_function(self._seconds_to_expiry)
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -205,7 +204,8 @@ class CertificateService:
         self._last_rejected = digest
         return rejection
 
-    def _seconds_to_expiry(self) -> float:
+    def seconds_to_expiry(self) -> float:
+        """Seconds until the serving certificate expires (0 before there is one)."""
         if not self.store.has_version:
             return 0.0
         leaf = self.store.current.snapshot.material.leaf

@@ -12,7 +12,7 @@ from typing import Any
 
 import tomli_w
 
-from proxy.config import Config, ListenerConfig, parse_config
+from proxy.config import Config, parse_config
 from tests.support.pki import SERVER_IP, SERVER_NAME
 
 Table = dict[str, Any]
@@ -66,9 +66,3 @@ def load(directory: Path, config: Table) -> Config:
 def parse(config: Table, base_dir: Path = Path(".")) -> Config:
     """`config` parsed as if it were a file in `base_dir`, without writing one."""
     return parse_config(toml(config), source=str(base_dir / "edge.toml"), base_dir=base_dir)
-
-
-def listener_config(table: Table, *, server: Table | None = None, base_dir: Path = Path(".")) -> ListenerConfig:
-    """One `[[listeners]]` table (and `[server]` defaults) as the parser makes it."""
-    config = {"server": server or {}, "tls": {"server_name": SERVER_NAME}, "listeners": [table]}
-    return parse(config, base_dir).listeners[0]

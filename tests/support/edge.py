@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from proxy import metrics
 from proxy.admin.server import AdminServer
 from proxy.app import Edge
 from proxy.certstore.pem import Material
@@ -158,6 +159,7 @@ async def running_admin(
     settings = edge_settings(base, admin_port=admin_port, admin={"uploads": uploads})
     store: CertStore[TlsObjects] = CertStore(tls_preparer(settings.tls.min_version))
     service = CertificateService(store, settings.tls)
+    metrics.CERT_EXPIRY.set_function(service.seconds_to_expiry)  # as Edge.start binds it
     await service.load_initial()
     watcher, passes = directory_watcher(service) if watch else (None, None)
     if watcher is not None:

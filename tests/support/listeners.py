@@ -16,19 +16,17 @@ from typing import Any
 
 import grpc
 
-from proxy.app import Listener
 from proxy.certstore.store import CertStore, Serving
-from proxy.config import Limits, ListenerConfig
-from proxy.grpcedge.relay import RelayListener
-from proxy.http import HttpsListener, RedirectListener
-from proxy.http.context import HttpMetrics, Shared
-from proxy.http.protocol import ClientConnection
-from proxy.http.routing import Router
+from proxy.config import Limits
+from proxy.connections import Shared, Tally
+from proxy.http1.client import ClientConnection
+from proxy.http1.routing import Router
+from proxy.listeners import BaseListener, bind_open_connections, build_listeners
 from proxy.metrics import for_listener
 from proxy.tlsmaterial import TlsObjects, tls_preparer
-from tests.support.config import Table, listener_config
+from tests.support.config import Table, parse
 from tests.support.grpc_echo import message_options
-from tests.support.pki import SERVER_IP, Pki
+from tests.support.pki import SERVER_IP, SERVER_NAME, Pki
 from tests.support.probes import handshake_fingerprint
 
 LOOPBACK_ANY_PORT = f"{SERVER_IP}:0"
@@ -86,20 +84,30 @@ class RecordingReader:
         return len(self.handed_out)
 
 
-def build_listener(config: ListenerConfig, reader: RecordingReader, min_version: str = "1.2", *, reuse_port: bool = False) -> Listener:
-    """The listener the edge builds for `config`, reading certificates through `reader`."""
-    if config.protocol == "https":
-        return HttpsListener(config, min_version, lambda: reader().tls.ssl_context, reuse_port=reuse_port)
-    if config.protocol == "grpc":
-        return RelayListener(config, min_version, reader, reuse_port=reuse_port)
-    return RedirectListener(config, reuse_port=reuse_port)
+def build_listener(
+    table: Table,
+    reader: RecordingReader,
+    *,
+    min_version: str = "1.2",
+    reuse_port: bool = False,
+    server: Table | None = None,
+    base_dir: Path = Path("."),
+) -> BaseListener:
+    """The listener the edge builds for the `[[listeners]]` `table` (with `server` as the
+    `[server]` table; `reuse_port` as with `server.workers > 1`), reading certificates through
+    `reader`; not started. Its open connections are what `edge_open_connections` reports."""
+    server = {**(server or {}), **({"workers": 2} if reuse_port else {})}
+    config = parse({"server": server, "tls": {"server_name": SERVER_NAME, "min_version": min_version}, "listeners": [table]}, base_dir)
+    listeners = build_listeners(config, lambda: reader().tls)
+    bind_open_connections(listeners)
+    return listeners[table["name"]]
 
 
 @dataclass
 class RunningListener:
     """A started listener, the store it serves from and the PKI its clients trust."""
 
-    listener: Listener
+    listener: BaseListener
     store: CertStore[TlsObjects]
     pki: Pki
     reader: RecordingReader
@@ -150,7 +158,7 @@ async def running_listener(
     pki = pki or Pki()
     store = store or await new_store(pki, min_version)
     reader = RecordingReader(store)
-    listener = build_listener(listener_config(table, server=server, base_dir=base_dir), reader, min_version, reuse_port=reuse_port)
+    listener = build_listener(table, reader, min_version=min_version, reuse_port=reuse_port, server=server, base_dir=base_dir)
     await listener.start()
     try:
         yield RunningListener(listener, store, pki, reader)
@@ -168,5 +176,5 @@ def running_grpc_listener(
 def client_connection_without_routes(name: str, **limits: Any) -> ClientConnection:
     """The HTTPS listener's per-connection protocol with no listener, socket or upstream around
     it, for feeding bytes in memory: with no routes, every request it accepts gets the edge's 404."""
-    shared = Shared(name, Limits(**limits), HttpMetrics(for_listener(name)))
+    shared = Shared(name, Limits(**limits), Tally(for_listener(name)))
     return ClientConnection(shared, Router((), lambda upstream: upstream))

@@ -11,10 +11,14 @@ chose one) and nothing of gRPC methods: every call is just frames on a stream.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import ssl
 from typing import cast
 
-from proxy.grpcedge.relay.frames import (
+from proxy.config import GrpcUpstream
+from proxy.connections import Shared
+from proxy.h2relay.frames import (
     CLIENT_PREFACE,
     SETTINGS_ACK_FRAME,
     SETTINGS_FRAME,
@@ -24,7 +28,8 @@ from proxy.grpcedge.relay.frames import (
     trailers_only_frame,
     unavailable_block,
 )
-from proxy.grpcedge.relay.shared import RelayShared
+
+log = logging.getLogger("proxy.grpc")
 
 # After our GOAWAY, streams the client sent before it read the GOAWAY may still arrive; the
 # connection stays open at least this long so they are relayed rather than cut.
@@ -38,6 +43,25 @@ UNAVAILABLE_BLOCK = unavailable_block("edge-proxy: the upstream is unavailable")
 # Why the client's reading is paused; reading resumes when no reason is left.
 _PAUSED_PENDING = 1
 _PAUSED_UPSTREAM_FULL = 2
+
+
+class RelayTarget:
+    """Where one listener's connections are relayed to, and whether that upstream was last
+    found unreachable: an outage is logged once, not once per connection."""
+
+    __slots__ = ("down", "max_connection_age", "tls", "upstream")
+
+    def __init__(self, upstream: GrpcUpstream, tls: ssl.SSLContext | None, max_connection_age: float) -> None:
+        self.upstream = upstream
+        self.tls = tls
+        self.max_connection_age = max_connection_age
+        self.down = False
+
+    def unreachable(self, shared: Shared, reason: str) -> None:
+        shared.tally.error("upstream_unavailable")
+        if not self.down:
+            log.warning("%s: gRPC upstream %s is unreachable: %s", shared.name, self.upstream, reason)
+            self.down = True
 
 
 class UpstreamSide(asyncio.Protocol):
@@ -91,13 +115,15 @@ class ClientSide(asyncio.Protocol):
         "_refusing",
         "_shared",
         "_streams",
+        "_target",
         "_transport",
         "_up",
         "_upstream",
     )
 
-    def __init__(self, shared: RelayShared) -> None:
+    def __init__(self, shared: Shared, target: RelayTarget) -> None:
         self._shared = shared
+        self._target = target
         self._loop = shared.loop
         self._transport: asyncio.Transport | None = None
         self._upstream: asyncio.Transport | None = None
@@ -118,11 +144,7 @@ class ClientSide(asyncio.Protocol):
         self._grace_over = False
         self._refusing = False
         self._closed = False
-        # asyncio makes the protocol at accept and never reports a failed handshake: one that
-        # has not completed a second after handshake_timeout has failed (asyncio gave up on it).
-        self._handshake_timer: asyncio.TimerHandle | None = self._loop.call_later(
-            shared.limits.handshake_timeout + 1.0, self._handshake_expired
-        )
+        self._handshake_timer: asyncio.TimerHandle | None = shared.watch_handshake(lambda: self._transport is not None)
 
     # --- the client's transport -----------------------------------------------------------------
 
@@ -133,8 +155,7 @@ class ClientSide(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        shared.metrics.handshakes.inc()
-        shared.metrics.open_connections.inc()
+        shared.tally.handshake()
         shared.opened(self)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2" or shared.draining:
@@ -144,7 +165,7 @@ class ClientSide(asyncio.Protocol):
             return
         self._dial = shared.tasks.spawn(self._connect_upstream(), f"{shared.name}: connect upstream")
         self._quiet()
-        age = shared.max_connection_age
+        age = self._target.max_connection_age
         if age > 0:
             # Up to 10% sooner, as grpc does, so clients that connected together do not all
             # reconnect together.
@@ -175,9 +196,7 @@ class ClientSide(asyncio.Protocol):
         if self._transport is None:  # the handshake failed: asyncio still reports the loss
             return
         self._closed = True
-        shared = self._shared
-        shared.metrics.open_connections.dec()
-        shared.closed(self)
+        self._shared.closed(self)
         for timer in (self._idle_timer, self._age_timer):
             if timer is not None:
                 timer.cancel()
@@ -209,9 +228,9 @@ class ClientSide(asyncio.Protocol):
     # --- the upstream -----------------------------------------------------------------------------
 
     async def _connect_upstream(self) -> None:
-        shared = self._shared
-        address = shared.upstream.address
-        tls = shared.upstream_tls
+        shared, target = self._shared, self._target
+        address = target.upstream.address
+        tls = target.tls
         try:
             await asyncio.wait_for(
                 self._loop.create_connection(
@@ -228,7 +247,7 @@ class ClientSide(asyncio.Protocol):
         if self._closed:
             transport.close()
             return
-        if self._shared.upstream_tls is not None:
+        if self._target.tls is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
             if protocol not in ("h2", None):  # None: a server without ALPN, h2 by prior knowledge
@@ -236,7 +255,7 @@ class ClientSide(asyncio.Protocol):
                 self._refuse(f"the upstream chose ALPN {protocol!r}, not h2")
                 return
         self._upstream = transport
-        self._shared.upstream_down = False
+        self._target.down = False
         if self._pending:
             transport.write(b"".join(self._pending))
             self._pending.clear()
@@ -297,6 +316,9 @@ class ClientSide(asyncio.Protocol):
         else:
             self._idle_timer = self._loop.call_at(due, self._idle_check)
 
+    def drain(self) -> None:
+        self.go_away()
+
     def go_away(self) -> None:
         """Tell the client to open no new streams here (GOAWAY), then close once its open streams
         have finished. Used for idle connections, max_connection_age and drain."""
@@ -336,7 +358,7 @@ class ClientSide(asyncio.Protocol):
         self._upstream = None
         self._pending.clear()
         self.resume_client(_PAUSED_PENDING | _PAUSED_UPSTREAM_FULL)
-        self._shared.upstream_unreachable(reason)
+        self._target.unreachable(self._shared, reason)
         transport.write(SETTINGS_FRAME)  # nothing has reached the client yet: this is our preface
         self._refuse_new_streams()
         self._loop.call_later(REFUSAL_LINGER, self._end_refusal)
@@ -378,8 +400,3 @@ class ClientSide(asyncio.Protocol):
             self._transport.abort()
         if self._upstream is not None:
             self._upstream.abort()
-
-    def _handshake_expired(self) -> None:
-        self._handshake_timer = None
-        if self._transport is None:
-            self._shared.metrics.handshake_failures.inc()

@@ -1,24 +1,20 @@
-"""The http-redirect listener: answers every plain-HTTP request with a 308 to the HTTPS port.
+"""The redirect engine: answers every plain-HTTP request with a 308 to the HTTPS port.
 
-Owns its small HTTP/1.1 server: parse (httptools), check the Host, answer at once, keep-alive,
-header and idle timeouts, drain. It needs no upstream, no TLS and no certificate.
+Owns its small HTTP/1.1 server side: parse (httptools), check the Host, answer at once,
+keep-alive, header and idle timeouts, drain. It needs no upstream, no TLS and no certificate;
+the listener that accepts its connections is `proxy.listeners.redirect`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
-from proxy.config import ListenerConfig
-from proxy.http.context import HttpMetrics, Shared
-from proxy.http.listener import bind, bound_port
-from proxy.http.wire import MAX_HEAD_BYTES, MAX_HEADERS, edge_response, host_key, phrase, valid_authority
-from proxy.metrics import for_listener
-
-log = logging.getLogger("proxy.http")
+from proxy.connections import Shared
+from proxy.http1.request import HeadLimit
+from proxy.http1.wire import MAX_HEAD_BYTES, MAX_HEADERS, edge_response, host_key, phrase, valid_authority
 
 
 def redirect_location(host: bytes, target: bytes, https_port: int) -> bytes | None:
@@ -43,18 +39,17 @@ def redirect_location(host: bytes, target: bytes, https_port: int) -> bytes | No
     return b"https://" + name + port + path
 
 
-class _RedirectConnection(asyncio.Protocol):
+class RedirectConnection(HeadLimit, asyncio.Protocol):
     def __init__(self, shared: Shared, https_port: int) -> None:
+        super().__init__()
         self._shared = shared
         self._https_port = https_port
         self._transport: asyncio.Transport | None = None
         self._parser = HttpRequestParser(self)
-        self._url = b""
         self._host: bytes | None = None
         self._hosts = 0
         self._headers = 0
         self._has_body = False
-        self._head_size = 0
         self._in_head = False
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
@@ -76,7 +71,7 @@ class _RedirectConnection(asyncio.Protocol):
         except HttpParserUpgrade:
             pass  # answered in on_headers_complete; the connection is closing
         except HttpParserError:
-            status = 431 if self._head_size > MAX_HEAD_BYTES else 400
+            status = self._refusal or 400
             self._answer(edge_response(status, close=True), status, close=True)
             return
         if self._in_head:
@@ -96,17 +91,11 @@ class _RedirectConnection(asyncio.Protocol):
         self._in_head, self._has_body = True, False
         self._arm(self._shared.limits.header_timeout)
 
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._head_size += len(url)
-        if self._head_size > MAX_HEAD_BYTES:
-            raise ValueError("request target too long")
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
         self._headers += 1
         if self._head_size > MAX_HEAD_BYTES or self._headers > MAX_HEADERS:
-            raise ValueError("request head too large")
+            self._refuse(431)
         lowered = name.lower()
         if lowered == b"host":
             self._host, self._hosts = value, self._hosts + 1
@@ -139,7 +128,7 @@ class _RedirectConnection(asyncio.Protocol):
     def _answer(self, response: bytes, status: int, *, close: bool) -> None:
         if self._closing or self._transport is None:
             return  # answered already; what follows a closing request is ignored
-        self._shared.metrics.request(status)
+        self._shared.tally.request(status)
         self._transport.write(response)
         if close:
             self.close()
@@ -168,38 +157,3 @@ class _RedirectConnection(asyncio.Protocol):
         self._closing = True
         if self._transport is not None:
             self._transport.abort()
-
-
-class RedirectListener:
-    """Plain HTTP in, `308 Permanent Redirect` to `https://<host>:<redirect_port><target>` out."""
-
-    def __init__(self, config: ListenerConfig, *, reuse_port: bool = False) -> None:
-        self.config = config
-        self._reuse_port = reuse_port
-        self._server: asyncio.Server | None = None
-        self._shared: Shared | None = None
-
-    async def start(self) -> None:
-        config = self.config
-        shared = self._shared = Shared(config.name, config.limits, HttpMetrics(for_listener(config.name)))
-        self._server = await bind(
-            config.name,
-            config,
-            lambda: _RedirectConnection(shared, config.redirect_port),
-            ssl_context=None,
-            reuse_port=self._reuse_port,
-        )
-        log.info("%s: redirecting HTTP on port %d to HTTPS port %d", config.name, self.port, config.redirect_port)
-
-    @property
-    def port(self) -> int:
-        return bound_port(self._server)
-
-    async def stop(self, drain_seconds: float) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        if self._shared is not None:
-            await self._shared.drain(drain_seconds)
-        await server.wait_closed()

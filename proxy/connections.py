@@ -1,8 +1,9 @@
-"""What one listener shares among its connections: limits, metrics, background tasks, the
-registry of open connections and the draining flag.
+"""What one listener shares among its connections, whatever protocol they speak: limits, the
+tally of its metrics, background tasks, the registry of open connections, draining, and the
+timer that notices a failed TLS handshake.
 
-Built by a listener and handed to every connection it accepts. It holds no protocol logic and
-knows nothing of TLS, parsing or routing.
+Built by a listener (`proxy.listeners`) and handed to every connection it accepts. It holds no
+protocol logic and knows nothing of TLS objects, parsing or routing.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -18,19 +20,24 @@ from proxy.config import Limits
 from proxy.metrics import ListenerMetrics, add_observations, bucket_bounds
 from proxy.tasks import TaskSet
 
-log = logging.getLogger("proxy.http")
+log = logging.getLogger("proxy.listener")
 
 # How stale the request and latency series may be (a Prometheus scrape is typically every 15 s).
 FLUSH_SECONDS = 1.0
+# asyncio makes a protocol at accept, before the handshake, and never reports a failed handshake:
+# one that has not completed this long after handshake_timeout has failed (asyncio gave up on it).
+HANDSHAKE_GRACE = 1.0
 
 
-class Closable(Protocol):
-    def drain(self) -> None: ...
+class Connection(Protocol):
+    def drain(self) -> None:
+        """Finish what is in flight, take nothing new, then close."""
 
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Close now."""
 
 
-class HttpMetrics:
+class Tally:
     """A listener's series. Requests, upstream latencies and handshakes are tallied in plain
     numbers and added to the Prometheus series at most once a second: on the hot path a request
     then costs two list increments instead of three locks and a bucket search written in Python,
@@ -71,11 +78,16 @@ class HttpMetrics:
         if self._flush is None:
             self._flush = self._loop.call_later(FLUSH_SECONDS, self.flush)
 
+    def handshake_failed(self) -> None:
+        """Rare, and noticed late already (see HANDSHAKE_GRACE): counted at once."""
+        self.series.handshake_failures.inc()
+
     def latency(self, seconds: float) -> None:
         self._latency_counts[bisect_left(self._bounds, seconds)] += 1  # Prometheus buckets are `le`
         self._latency_sum += seconds
 
     def error(self, kind: str) -> None:
+        """Rare by nature (a 502, a refused request): counted at once."""
         counter = self._errors.get(kind)
         if counter is None:
             counter = self._errors[kind] = self.series.errors(kind)
@@ -103,41 +115,50 @@ class HttpMetrics:
 class Shared:
     """State of one listener that its connections read and report to."""
 
-    def __init__(self, name: str, limits: Limits, metrics: HttpMetrics) -> None:
+    def __init__(self, name: str, limits: Limits, tally: Tally) -> None:
         self.name = name
         self.limits = limits
-        self.metrics = metrics
+        self.tally = tally
         self.loop = asyncio.get_running_loop()
         self.tasks = TaskSet()
         self.draining = False
-        self.connections: set[Closable] = set()
+        self.connections: set[Connection] = set()
         self._empty = asyncio.Event()
         self._empty.set()
-        # Read when scraped: opening and closing a connection then costs no metric update.
-        # Listener names are unique, so this listener's gauge counts only its own connections.
-        connections = self.connections
-        metrics.series.open_connections.set_function(lambda: len(connections))
 
-    def opened(self, connection: Closable) -> None:
+    def opened(self, connection: Connection) -> None:
         self.connections.add(connection)
         self._empty.clear()
 
-    def closed(self, connection: Closable) -> None:
+    def closed(self, connection: Connection) -> None:
+        """`connection` serves nothing more: it is closed, or closing on our side."""
         self.connections.discard(connection)
         if not self.connections:
             self._empty.set()
+
+    def watch_handshake(self, completed: Callable[[], bool]) -> asyncio.TimerHandle:
+        """A timer that counts a failed handshake unless `completed()` by then; the connection
+        cancels it once its handshake completes."""
+
+        def expired() -> None:
+            if not completed():
+                self.tally.handshake_failed()
+
+        return self.loop.call_later(self.limits.handshake_timeout + HANDSHAKE_GRACE, expired)
 
     async def drain(self, seconds: float) -> None:
         """Ask every connection to finish what it is doing, wait up to `seconds`, then abort the rest."""
         self.draining = True
         for connection in list(self.connections):
             connection.drain()
-        try:
-            async with asyncio.timeout(seconds):
-                await self._empty.wait()
-        except TimeoutError:
-            log.warning("%s: %d connection(s) still busy after %.1f s of draining; closing them", self.name, len(self.connections), seconds)
-            for connection in list(self.connections):
-                connection.abort()
+        if self.connections and seconds > 0:
+            try:
+                async with asyncio.timeout(seconds):
+                    await self._empty.wait()
+            except TimeoutError:
+                busy = len(self.connections)
+                log.warning("%s: %d connection(s) still busy after %.1f s of draining; closing them", self.name, busy, seconds)
+        for connection in list(self.connections):
+            connection.abort()
         await self.tasks.close()
-        self.metrics.flush()
+        self.tally.flush()

@@ -14,7 +14,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from proxy.config import HttpUpstream
 from proxy.errors import ProxyError
-from proxy.http.wire import Headers, ResponseFacts, scan_response
+from proxy.http1.wire import Headers, ResponseFacts, scan_response
 
 # How the body of a final response is delimited.
 NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3

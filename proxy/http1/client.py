@@ -15,12 +15,12 @@ from typing import cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from proxy.http.context import Shared
-from proxy.http.exchange import PAUSE_QUEUE, PAUSE_STOP, Exchange
-from proxy.http.request import Refused, Request, interpret
-from proxy.http.routing import Router
-from proxy.http.upstream import UpstreamPool
-from proxy.http.wire import MAX_HEAD_BYTES, MAX_HEADERS, Headers
+from proxy.connections import Shared
+from proxy.http1.exchange import PAUSE_QUEUE, PAUSE_STOP, Exchange
+from proxy.http1.request import HeadLimit, Refused, Request, interpret
+from proxy.http1.routing import Router
+from proxy.http1.upstream import UpstreamPool
+from proxy.http1.wire import MAX_HEAD_BYTES, MAX_HEADERS, Headers
 
 log = logging.getLogger("proxy.http")
 
@@ -34,7 +34,7 @@ _JOIN_BELOW = 16 * 1024
 _NO_REQUEST = Request(b"")
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(HeadLimit, asyncio.Protocol):
     __slots__ = (
         "_body_seen",
         "_client_ip",
@@ -43,7 +43,6 @@ class ClientConnection(asyncio.Protocol):
         "_deadline_is_header",
         "_handshake_timer",
         "_head_seen",
-        "_head_size",
         "_headers",
         "_in_head",
         "_incoming",
@@ -59,12 +58,12 @@ class ClientConnection(asyncio.Protocol):
         "_stopped",
         "_timer",
         "_upgrading",
-        "_url",
         "_writing_paused",
         "transport",
     )
 
     def __init__(self, shared: Shared, router: Router[UpstreamPool]) -> None:
+        super().__init__()
         self._shared = shared
         self._router = router
         self._loop = shared.loop
@@ -81,9 +80,7 @@ class ClientConnection(asyncio.Protocol):
         self._kicking = False
         self._client_ip = b""
         self._in_head = False
-        self._url = b""
         self._headers: Headers = []
-        self._head_size = 0
         self._head_seen = 0
         self._body_seen = 0
         self._deadline = 0.0
@@ -92,9 +89,7 @@ class ClientConnection(asyncio.Protocol):
         # One lazily re-armed timer serves the header, idle and upstream timeouts: it fires at
         # least this often while one is pending, so a request never pays for a timer of its own.
         self._period = min(limits.header_timeout, limits.idle_timeout, limits.upstream_timeout)
-        # asyncio creates the protocol at accept, before the handshake, and reports no failed
-        # handshake; one that has not completed after its timeout has failed.
-        self._handshake_timer: asyncio.TimerHandle | None = self._loop.call_later(limits.handshake_timeout + 1.0, self._handshake_expired)
+        self._handshake_timer: asyncio.TimerHandle | None = shared.watch_handshake(lambda: self.transport is not None)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -105,7 +100,7 @@ class ClientConnection(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.transport = transport
-        self._shared.metrics.handshake()
+        self._shared.tally.handshake()
         self._shared.opened(self)
         peer = transport.get_extra_info("peername")
         self._client_ip = str(peer[0]).encode() if peer else b"unknown"
@@ -127,13 +122,12 @@ class ClientConnection(asyncio.Protocol):
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
             self._begin_upgrade(data[e.args[0] :])
-        except HttpParserCallbackError as e:
-            reason = e.__context__
-            if not isinstance(reason, Refused):
-                log.error("%s: request handling failed", self._shared.name, exc_info=reason)
+        except HttpParserCallbackError:
+            if not self._refusal:
+                log.exception("%s: request handling failed", self._shared.name)
                 self.abort()
                 return
-            self._reject(reason.status)
+            self._reject(self._refusal)
         except HttpParserError:
             if not self._stopped:  # else: bytes after a `Connection: close` request, ignored
                 self._reject(400)
@@ -249,33 +243,30 @@ class ClientConnection(asyncio.Protocol):
         self._headers = []
         self._head_size = self._head_seen = self._body_seen = 0
 
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._head_size += len(url)
-        if self._head_size > MAX_HEAD_BYTES:
-            raise Refused(414)
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
         if self._in_head:
             self._headers.append((name, value))
         if self._head_size > MAX_HEAD_BYTES or len(self._headers) > MAX_HEADERS:
-            raise Refused(431)  # trailers count too: httptools holds them in memory as well
+            self._refuse(431)  # trailers count too: httptools holds them in memory as well
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
-        request, pool = interpret(
-            parser.get_method(),
-            parser.get_http_version(),
-            self._url,
-            self._headers,
-            self._router,
-            keep_alive=parser.should_keep_alive(),
-            upgrade=parser.should_upgrade(),
-            client_ip=self._client_ip,
-            max_body_bytes=self._limits.max_body_bytes,
-        )
+        try:
+            request, pool = interpret(
+                parser.get_method(),
+                parser.get_http_version(),
+                self._url,
+                self._headers,
+                self._router,
+                keep_alive=parser.should_keep_alive(),
+                upgrade=parser.should_upgrade(),
+                client_ip=self._client_ip,
+                max_body_bytes=self._limits.max_body_bytes,
+            )
+        except Refused as e:
+            self._refuse(e.status)
         exchange = Exchange(self, self._shared, request, pool, 0 if pool is not None else 404)
         self._queue.append(exchange)
         self._incoming = exchange
@@ -290,7 +281,7 @@ class ClientConnection(asyncio.Protocol):
         if limit:
             self._body_seen += len(data)
             if self._body_seen > limit:
-                raise Refused(413)  # a chunked body has no length to check up front
+                self._refuse(413)  # a chunked body has no length to check up front
         exchange.request_body(data)
 
     def on_message_complete(self) -> None:
@@ -317,7 +308,7 @@ class ClientConnection(asyncio.Protocol):
     def _reject(self, status: int) -> None:
         self._stopped = True
         self.pause_reading(PAUSE_STOP)
-        self._shared.metrics.error("bad_request")
+        self._shared.tally.error("bad_request")
         exchange, self._incoming = self._incoming, None
         if exchange is not None:
             exchange.request_failed(status)
@@ -368,11 +359,6 @@ class ClientConnection(asyncio.Protocol):
                     self.close()  # idle keep-alive connection: close quietly
                 return
         self._timer = self._loop.call_later(min(remaining, self._period), self._on_timer)
-
-    def _handshake_expired(self) -> None:
-        self._handshake_timer = None
-        if self.transport is None:
-            self._shared.metrics.series.handshake_failures.inc()
 
     def _cancel_timers(self) -> None:
         for timer in (self._timer, self._handshake_timer):

@@ -12,10 +12,10 @@ import asyncio
 import logging
 from typing import Protocol
 
-from proxy.http.context import Shared
-from proxy.http.request import Request
-from proxy.http.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool, UpstreamUnreachable
-from proxy.http.wire import LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, client_response_head, edge_response
+from proxy.connections import Shared
+from proxy.http1.request import Request
+from proxy.http1.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool, UpstreamUnreachable
+from proxy.http1.wire import LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, client_response_head, edge_response
 
 log = logging.getLogger("proxy.http")
 
@@ -172,7 +172,7 @@ class Exchange:
         self._framing, self._rechunk, self._close_client = framing, rechunk, close
         keep_alive_10 = request.http10 and not close
         self._out.append(client_response_head(status, reason, headers, facts, chunked=rechunk, close=close, keep_alive_10=keep_alive_10))
-        self.shared.metrics.request(status)
+        self.shared.tally.request(status)
 
     def on_body(self, data: bytes) -> None:
         if self._rechunk:
@@ -202,7 +202,7 @@ class Exchange:
         self._out.append(client_response_head(101, reason, headers, upgrade=True))
         if rest:
             self._out.append(rest)
-        self.shared.metrics.request(101)
+        self.shared.tally.request(101)
         if self._buffer:
             self.conn.write(b"".join(self._buffer))
             self._buffer, self._buffered = [], 0
@@ -305,7 +305,7 @@ class Exchange:
     def _head_arrived(self) -> None:
         self.head_deadline = 0.0
         self._resp_started = True
-        self.shared.metrics.latency(self.shared.loop.time() - self._sent_at)
+        self.shared.tally.latency(self.shared.loop.time() - self._sent_at)
 
     def _must_close(self) -> bool:
         request = self.request
@@ -320,7 +320,7 @@ class Exchange:
         self._close_client = close
         keep_alive_10 = self.request.http10 and not close
         self.client.write(edge_response(self.local_status, close=close, head_only=self.request.is_head, keep_alive_10=keep_alive_10))
-        self.shared.metrics.request(self.local_status)
+        self.shared.tally.request(self.local_status)
         self._resp_started = self._resp_done = True
         self._finish()
 
@@ -333,7 +333,7 @@ class Exchange:
             conn.detach()
             conn.abort()
         if kind:
-            self.shared.metrics.error(kind)
+            self.shared.tally.error(kind)
         if why:
             log.warning("%s: %s (%d)", self.shared.name, why, status)
         self._out = []

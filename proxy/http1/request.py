@@ -7,14 +7,14 @@ knows nothing of sockets, parser state or the event loop.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 from httptools import HttpParserError, parse_url
 
 from proxy.config import HttpUpstream
 from proxy.errors import ProxyError
-from proxy.http.routing import Router
-from proxy.http.wire import IDEMPOTENT, Headers, host_key, scan_request, upstream_request_head, valid_authority
+from proxy.http1.routing import Router
+from proxy.http1.wire import IDEMPOTENT, MAX_HEAD_BYTES, Headers, host_key, scan_request, upstream_request_head, valid_authority
 
 
 class Refused(ProxyError, ValueError):
@@ -23,6 +23,30 @@ class Refused(ProxyError, ValueError):
     def __init__(self, status: int) -> None:
         super().__init__(f"request refused with status {status}")
         self.status = status
+
+
+class HeadLimit:
+    """What both HTTP/1.1 servers (proxy and redirect) do the same while httptools reads a head:
+    collect and bound the request target, and refuse from inside a parser callback."""
+
+    __slots__ = ("_head_size", "_refusal", "_url")
+
+    def __init__(self) -> None:
+        self._url = b""
+        self._head_size = 0
+        self._refusal = 0  # the status a callback refused the request with
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD_BYTES:
+            self._refuse(414)
+
+    def _refuse(self, status: int) -> NoReturn:
+        """Stop the parser (it reports any exception a callback raises as
+        HttpParserCallbackError) and remember the status to answer."""
+        self._refusal = status
+        raise Refused(status)
 
 
 class HasUpstream(Protocol):
