@@ -1,28 +1,18 @@
-"""Every RPC kind, metadata, statuses and trailers pass through a gRPC listener unchanged, in
-both listener modes: each test runs once through grpcio mode and once through relay mode, with a
-real grpcio client and a real grpcio upstream on 127.0.0.1."""
+"""Every RPC kind, metadata, statuses and trailers pass through the gRPC listener unchanged, with
+a real grpcio client and a real grpcio upstream on 127.0.0.1."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 
 import grpc
 import pytest
 
-from tests.grpc_helpers import STATUS_DETAILS, WAIT, Edge, method, running_edge, running_upstream
-
-Running = Callable[[int], AbstractAsyncContextManager[Edge]]
-
-
-@pytest.fixture(params=["grpcio", "relay"])
-def running(request: pytest.FixtureRequest) -> Running:
-    mode: str = request.param
-    return lambda upstream_port: running_edge(upstream_port, mode=mode)
+from tests.support.grpc_echo import STATUS_DETAILS, method, running_upstream
+from tests.support.listeners import running_grpc_listener
+from tests.support.probes import WAIT
 
 
-async def test_unary_call_passes_through_with_metadata_both_ways(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_unary_call_passes_through_with_metadata_both_ways() -> None:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
         call = channel.unary_unary(method("Unary"))(b"hello", metadata=(("x-trace", "abc"), ("x-blob-bin", b"\x00\xfe\xff")), timeout=WAIT)
         assert await call == b"hello"
         assert await call.code() == grpc.StatusCode.OK
@@ -33,21 +23,21 @@ async def test_unary_call_passes_through_with_metadata_both_ways(running: Runnin
     assert seen["x-blob-bin"] == b"\x00\xfe\xff"
 
 
-async def test_server_streaming_call_passes_every_message(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_server_streaming_call_passes_every_message() -> None:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
         call = channel.unary_stream(method("ServerStream"))(b"5", timeout=WAIT)
         assert [m async for m in call] == [b"0", b"1", b"2", b"3", b"4"]
         assert await call.code() == grpc.StatusCode.OK
 
 
-async def test_client_streaming_call_passes_every_message(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_client_streaming_call_passes_every_message() -> None:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
         call = channel.stream_unary(method("ClientStream"))(iter([b"a", b"b", b"c"]), timeout=WAIT)
         assert await call == b"a|b|c"
 
 
-async def test_bidi_stream_answers_each_message_in_turn(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_bidi_stream_answers_each_message_in_turn() -> None:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
         call = channel.stream_stream(method("Bidi"))(timeout=WAIT)
         for word in (b"one", b"two", b"three"):
             await call.write(word)
@@ -57,8 +47,8 @@ async def test_bidi_stream_answers_each_message_in_turn(running: Running) -> Non
         assert await call.code() == grpc.StatusCode.OK
 
 
-async def test_error_status_details_and_binary_trailer_pass_unchanged(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_error_status_details_and_binary_trailer_pass_unchanged() -> None:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary(method("Fail"))(b"widget-7", timeout=WAIT)
     error = raised.value
@@ -69,15 +59,15 @@ async def test_error_status_details_and_binary_trailer_pass_unchanged(running: R
     assert trailers["x-reason"] == "gone"
 
 
-async def test_unknown_method_gets_the_upstreams_unimplemented(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_unknown_method_gets_the_upstreams_unimplemented() -> None:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary("/other.Service/Nothing")(b"", timeout=WAIT)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_upstreams_own_unavailable_passes_unchanged(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_upstreams_own_unavailable_passes_unchanged() -> None:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary(method("Unavailable"))(b"", timeout=WAIT)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

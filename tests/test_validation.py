@@ -11,7 +11,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from proxy.certstore.pem import Material
 from proxy.certstore.validate import NamePolicy, dns_name_matches, validate_material
 from proxy.errors import MaterialError
-from tests.certs import Issuer, key_pem, new_key, pem
+from tests.support.pki import Issuer, key_pem, new_key, pem
 
 NOW = datetime.now(UTC)
 
