@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,63 +18,15 @@ import pytest
 from proxy.certstore import files
 from proxy.certstore.pem import Material
 from proxy.certstore.service import CertificateService
-from proxy.certstore.store import CertStore, Serving
-from proxy.certstore.watcher import DirectoryWatcher
-from proxy.config import TlsConfig
+from proxy.certstore.store import CertStore
 from proxy.errors import MaterialError
 from proxy.tlsmaterial import TlsObjects, tls_preparer
-from tests.support.edge import WatcherPasses, directory_watcher, edge_settings
-from tests.support.pki import SERVER_IP, SERVER_NAME, Issuer, Leaf, pem
+from tests.support.edge import edge_settings
+from tests.support.intake import Intake, fresh, kubelet_write, start_intake
+from tests.support.pki import Issuer, Leaf, pem
 from tests.support.probes import eventually
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Intake:
-    tls: TlsConfig
-    store: CertStore[TlsObjects]
-    service: CertificateService
-    watcher: DirectoryWatcher | None
-    passes: WatcherPasses | None = None
-    published: list[int] = field(default_factory=list)
-
-    @property
-    def cert_dir(self) -> Path:
-        return self.tls.cert_dir
-
-    @property
-    def fingerprint(self) -> str:
-        return self.store.current.snapshot.fingerprint
-
-    @property
-    def version(self) -> int:
-        return self.store.current.snapshot.version
-
-    async def served(self, leaf: Leaf, timeout: float = 10.0) -> None:
-        await eventually(lambda: self.fingerprint == leaf.fingerprint, timeout)
-
-    async def watcher_read_since(self, moment: float) -> None:
-        """Wait until the watcher has finished a pass that began after `moment`."""
-        assert self.passes is not None
-        await self.passes.after(moment)
-
-
-async def start_intake(tmp_path: Path, *, watch: str = "events", cert_dir: Path | None = None) -> Intake:
-    tls = edge_settings(tmp_path, watch=watch, tls={"cert_dir": str(cert_dir or tmp_path / "certs"), "poll_delay_ms": 100}).tls
-    store: CertStore[TlsObjects] = CertStore(tls_preparer("1.2"))
-    service = CertificateService(store, tls)
-    await service.load_initial()
-    intake = Intake(tls, store, service, None)
-
-    def on_publish(serving: Serving[TlsObjects]) -> None:
-        intake.published.append(serving.snapshot.version)
-
-    store.subscribe(on_publish)
-    if watch != "off":
-        intake.watcher, intake.passes = directory_watcher(service, polling=watch == "poll", poll_delay_ms=100)
-        await intake.watcher.start()
-    return intake
 
 
 @pytest.fixture
@@ -91,10 +41,6 @@ async def intake(tmp_path: Path) -> AsyncIterator[Intake]:
 @pytest.fixture
 def issuer(root: Issuer) -> Issuer:
     return root
-
-
-def fresh(issuer: Issuer) -> Leaf:
-    return issuer.leaf(SERVER_NAME, ips=(SERVER_IP,))
 
 
 async def serve_fresh(intake: Intake, issuer: Issuer) -> Leaf:
@@ -240,21 +186,6 @@ async def test_kubernetes_secret_volume_update(intake: Intake, issuer: Issuer) -
     kubelet_write(intake.cert_dir, second, "..2026_11_28_10_05_00.000000002")
     await intake.served(second)
     assert intake.published == [2, 3]
-
-
-def kubelet_write(directory: Path, leaf: Leaf, stamp: str) -> None:
-    folder = directory / stamp
-    folder.mkdir()
-    (folder / "tls.crt").write_bytes(leaf.cert_pem)
-    (folder / "tls.key").write_bytes(leaf.key_pem)
-    (directory / "..data_tmp").symlink_to(stamp)
-    old = os.readlink(directory / "..data") if (directory / "..data").is_symlink() else None
-    os.replace(directory / "..data_tmp", directory / "..data")
-    for name in ("tls.crt", "tls.key"):
-        if not (directory / name).is_symlink():
-            (directory / name).symlink_to(f"..data/{name}")
-    if old:
-        shutil.rmtree(directory / old)
 
 
 async def test_cert_dir_created_after_start(tmp_path: Path, issuer: Issuer) -> None:
