@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from proxy import __version__
+from proxy import __version__, logs
 from proxy.certstore.pem import Material
 from proxy.certstore.validate import NamePolicy, san_names, validate_material
 from proxy.config import Config, load_default_config
@@ -123,10 +123,8 @@ def _run(args: argparse.Namespace) -> int:
     # grpc's core prints a line for every failed client handshake unless told otherwise; it
     # reads this once, when grpc is first imported (below, with the app).
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", stream=sys.stderr
-    )
     config = _load(args.config)
+    logs.configure(config.log.format, args.log_level)
     from proxy.app import run_edge  # imported late: `check-config` needs none of the servers
 
     try:

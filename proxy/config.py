@@ -23,6 +23,8 @@ WATCH_MODES = ("events", "poll", "off")
 # "auto": off when cert_dir is a mounted Kubernetes Secret (see proxy/admin/uploads.py), on otherwise.
 UPLOAD_MODES = ("auto", "on", "off")
 TLS_VERSIONS = ("1.2", "1.3")
+LOG_FORMATS = ("text", "json")
+ACCESS_FORMATS = ("off", "text", "json")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -105,6 +107,15 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    """`[log]`: the edge's own lines (always on standard error) and the access log."""
+
+    format: str = "text"  # the edge's own lines: "text" or "json"
+    access: str = "off"  # one line per request, gRPC connection, WebSocket, redirect: "off", "text", "json"
+    access_file: Path | None = None  # None: standard output; a path is appended to and reopened on SIGUSR1
+
+
+@dataclass(frozen=True, slots=True)
 class HttpUpstream:
     scheme: str
     host: str
@@ -173,6 +184,7 @@ class Config:
     tls: TlsConfig
     admin: AdminConfig
     listeners: tuple[ListenerConfig, ...]
+    log: LogConfig = field(default_factory=LogConfig)
     source: str = "<embedded default>"
 
 
@@ -361,6 +373,18 @@ def _admin(table: Mapping[str, Any], base: Path, p: _Problems) -> AdminConfig:
     return AdminConfig(listen=listen, token_file=token_file, uploads=uploads)
 
 
+def _log(table: Mapping[str, Any], base: Path, p: _Problems) -> LogConfig:
+    _check_keys(table, {"format", "access", "access_file"}, "log", p)
+    log_format = _get(table, "format", str, "log", p, _default(LogConfig, "format"))
+    if log_format not in LOG_FORMATS:
+        p.add("log.format", f'must be "text" or "json", not {log_format!r}')
+    access = _get(table, "access", str, "log", p, _default(LogConfig, "access"))
+    if access not in ACCESS_FORMATS:
+        p.add("log.access", f'must be "off", "text" or "json", not {access!r}')
+    access_file = _get(table, "access_file", str, "log", p, "")
+    return LogConfig(format=log_format, access=access, access_file=base / access_file if access_file else None)
+
+
 def parse_http_upstream(text: str) -> HttpUpstream:
     """`http://host:port` -> HttpUpstream. Raises ValueError with the reason."""
     scheme, sep, rest = text.partition("://")
@@ -523,13 +547,14 @@ def parse_config(data: str, source: str = "<embedded default>", base_dir: Path =
         raw = tomllib.loads(data)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{source}: not valid TOML: {e}"]) from e
-    _check_keys(raw, {"server", "tls", "admin", "listeners"}, "", p)
+    _check_keys(raw, {"server", "tls", "log", "admin", "listeners"}, "", p)
     sections: dict[str, Mapping[str, Any]] = {}
-    for name in ("server", "tls", "admin"):
+    for name in ("server", "tls", "log", "admin"):
         sections[name] = _get(raw, name, dict, "", p, {}) if name in raw else {}
     server = _server(sections["server"], p)
     tls = _tls(sections["tls"], base_dir, p)
     admin = _admin(sections["admin"], base_dir, p)
+    log = _log(sections["log"], base_dir, p)
     raw_listeners = _get(raw, "listeners", list, "", p, [])
     if not raw_listeners:
         p.add("listeners", "at least one [[listeners]] table is needed")
@@ -545,7 +570,7 @@ def parse_config(data: str, source: str = "<embedded default>", base_dir: Path =
     _check_unique(listeners, admin, p)
     if p.items:
         raise ConfigError(p.items)
-    return Config(server=server, tls=tls, admin=admin, listeners=tuple(listeners), source=source)
+    return Config(server=server, tls=tls, admin=admin, listeners=tuple(listeners), log=log, source=source)
 
 
 def load_config_file(path: Path, read: Callable[[Path], bytes] = Path.read_bytes) -> Config:

@@ -1,0 +1,172 @@
+"""Where log lines go: one writer thread per destination, so the event loop never waits on a disk,
+a pipe or a terminal, and lines leave in the order they were written.
+
+Owns opening, writing, reopening (SIGUSR1, for logrotate) and what happens when writing fails
+(reported once, never raised to the caller). It knows nothing of what a line says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Final
+
+# Lines are gathered this long before one write: at tens of thousands of requests a second one
+# write (and one wake-up of this thread) then carries hundreds of lines.
+LINGER_SECONDS = 0.05
+# Lines held while the destination does not take them (a stalled pipe); past this, new lines
+# are dropped (and counted) rather than the process growing without bound.
+MAX_PENDING = 100_000
+FILE_MODE = 0o640
+
+_REOPEN: Final = object()
+
+
+def report(message: str) -> None:
+    """A problem of the log writers themselves, on standard error (best effort)."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"edge-proxy: {message}\n".encode())
+
+
+class LineWriter:
+    """Appends lines (each ending in a newline) to standard output, standard error or a file.
+
+    Writes directly (blocking) until `start()`, through its thread from then until `close()`:
+    a process starts the thread only after it forks its workers, so none is copied into a child.
+    `write` may be called from any thread. A failed write drops that batch, says so once on
+    standard error, and the writer carries on: when the destination takes lines again, so does it.
+    """
+
+    def __init__(self, path: Path | None = None, *, fd: int = 1, label: str | None = None) -> None:
+        self.path = path
+        self.label = label or (str(path) if path is not None else {1: "standard output", 2: "standard error"}.get(fd, f"fd {fd}"))
+        self._std_fd = fd
+        self._fd = -1
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: list[object] = []
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._failing = False
+        self._dropped = 0
+
+    # --- what callers use ---------------------------------------------------------------------
+
+    def write(self, line: str) -> None:
+        if self._thread is None:
+            self._write_now([line])
+            return
+        with self._lock:
+            pending = self._pending
+            if len(pending) >= MAX_PENDING:
+                self._dropped += 1
+                return
+            pending.append(line)
+            first = len(pending) == 1
+        if first:
+            self._wake.set()
+
+    def reopen(self) -> None:
+        """Close and open the file again after the lines written so far (a no-op for standard
+        streams): logrotate renames the file, then signals, as it does for nginx."""
+        if self.path is None:
+            return
+        if self._thread is None:
+            self._reopen()
+            return
+        with self._lock:
+            self._pending.append(_REOPEN)
+        self._wake.set()
+
+    def start(self) -> None:
+        """From now on lines are written by the writer thread."""
+        if self._thread is None:
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name=f"log writer ({self.label})", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Write what is pending, stop the thread; later lines are written directly again."""
+        thread = self._thread
+        if thread is not None:
+            self._closing = True
+            self._wake.set()
+            thread.join(timeout=10)
+            self._thread = None
+        if self.path is not None and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # --- the writer thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            if not self._closing:
+                time.sleep(LINGER_SECONDS)
+            with self._lock:
+                batch, self._pending = self._pending, []
+                self._wake.clear()
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                report(f"{self.label} is not keeping up: {dropped} log line(s) dropped")
+            self._write_batch(batch)
+            if self._closing and not self._pending:
+                return
+
+    def _write_batch(self, batch: list[object]) -> None:
+        lines: list[str] = []
+        for item in batch:
+            if item is _REOPEN:
+                self._write_now(lines)
+                lines = []
+                self._reopen()
+            else:
+                lines.append(item)  # type: ignore[arg-type]
+        self._write_now(lines)
+
+    def _write_now(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        data = "".join(lines).encode("utf-8", "backslashreplace")
+        try:
+            fd = self._open()
+            while data:
+                written = os.write(fd, data)
+                data = data[written:]
+        except OSError as e:
+            if not self._failing:
+                self._failing = True
+                report(f"cannot write log lines to {self.label}: {e.strerror or e}; dropping lines until it works again")
+            return
+        if self._failing:
+            self._failing = False
+            report(f"writing log lines to {self.label} again")
+
+    def _open(self) -> int:
+        if self.path is None:
+            return self._std_fd
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        return self._fd
+
+    def _reopen(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        try:
+            self._open()
+        except OSError as e:
+            self._failing = True
+            report(f"cannot reopen {self.label}: {e.strerror or e}; dropping lines until it works again")
+
+
+def stderr_writer() -> LineWriter:
+    """The writer of the edge's own lines."""
+    sys.stderr.flush()
+    return LineWriter(fd=2)
