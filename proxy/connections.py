@@ -1,5 +1,5 @@
 """What one listener shares among its connections, whatever protocol they speak: limits, the
-tally of its metrics, background tasks, the registry of open connections, draining, and the
+tally of its metrics, the access log, background tasks, the registry of open connections, draining, and the
 timer that notices a failed TLS handshake.
 
 Built by a listener (`proxy.listeners`) and handed to every connection it accepts. It holds no
@@ -16,6 +16,7 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from proxy.accesslog import ListenerAccess
 from proxy.config import Limits
 from proxy.metrics import ListenerMetrics, add_observations, bucket_bounds
 from proxy.tasks import TaskSet
@@ -113,12 +114,14 @@ class Tally:
 
 
 class Shared:
-    """State of one listener that its connections read and report to."""
+    """State of one listener that its connections read and report to. `access`: the access log,
+    None when `log.access` is "off" (the one check a request then pays)."""
 
-    def __init__(self, name: str, limits: Limits, tally: Tally) -> None:
+    def __init__(self, name: str, limits: Limits, tally: Tally, access: ListenerAccess | None = None) -> None:
         self.name = name
         self.limits = limits
         self.tally = tally
+        self.access = access
         self.loop = asyncio.get_running_loop()
         self.tasks = TaskSet()
         self.draining = False

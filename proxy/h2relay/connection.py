@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from typing import cast
 
 from proxy.config import GrpcUpstream
@@ -49,10 +50,11 @@ class RelayTarget:
     """Where one listener's connections are relayed to, and whether that upstream was last
     found unreachable: an outage is logged once, not once per connection."""
 
-    __slots__ = ("down", "max_connection_age", "tls", "upstream")
+    __slots__ = ("down", "label", "max_connection_age", "tls", "upstream")
 
     def __init__(self, upstream: GrpcUpstream, tls: ssl.SSLContext | None, max_connection_age: float) -> None:
         self.upstream = upstream
+        self.label = str(upstream)  # as the access log names it
         self.tls = tls
         self.max_connection_age = max_connection_age
         self.down = False
@@ -98,7 +100,10 @@ class ClientSide(asyncio.Protocol):
 
     __slots__ = (
         "_age_timer",
+        "_began",
         "_busy",
+        "_bytes_in",
+        "_bytes_out",
         "_client_paused",
         "_closed",
         "_dial",
@@ -119,6 +124,7 @@ class ClientSide(asyncio.Protocol):
         "_transport",
         "_up",
         "_upstream",
+        "_who",
     )
 
     def __init__(self, shared: Shared, target: RelayTarget) -> None:
@@ -145,6 +151,9 @@ class ClientSide(asyncio.Protocol):
         self._refusing = False
         self._closed = False
         self._handshake_timer: asyncio.TimerHandle | None = shared.watch_handshake(lambda: self._transport is not None)
+        self._began = 0.0
+        self._bytes_in = self._bytes_out = 0
+        self._who: tuple[str, str | None, bool] = ("", None, False)  # client, TLS version, h2 (access log on)
 
     # --- the client's transport -----------------------------------------------------------------
 
@@ -157,7 +166,15 @@ class ClientSide(asyncio.Protocol):
             self._handshake_timer = None
         shared.tally.handshake()
         shared.opened(self)
+        self._began = time.monotonic()
         ssl_object = transport.get_extra_info("ssl_object")
+        if shared.access is not None:
+            peer = transport.get_extra_info("peername")
+            self._who = (
+                str(peer[0]) if peer else "unknown",
+                ssl_object.version() if ssl_object is not None else None,
+                ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2",
+            )
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2" or shared.draining:
             # Not HTTP/2 (no ALPN, or another protocol): nothing the upstream could understand.
             self._closed = True
@@ -174,6 +191,7 @@ class ClientSide(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        self._bytes_in += len(data)
         self._up.feed(data)
         upstream = self._upstream
         if upstream is not None:
@@ -195,6 +213,8 @@ class ClientSide(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is None:  # the handshake failed: asyncio still reports the loss
             return
+        if self._shared.access is not None:
+            self._log()
         self._closed = True
         self._shared.closed(self)
         for timer in (self._idle_timer, self._age_timer):
@@ -205,6 +225,23 @@ class ClientSide(asyncio.Protocol):
             self._dial.cancel()
         if self._upstream is not None:
             self._upstream.close()  # after what the client sent has been written
+
+    def _log(self) -> None:
+        """The connection's access log line: what the edge knows without decoding its calls."""
+        assert self._shared.access is not None
+        client, tls_version, h2 = self._who
+        self._shared.access.connection(
+            "gRPC",
+            client,
+            tls_version,
+            "UNAVAILABLE" if self._refusing else None,
+            self._bytes_in,
+            self._bytes_out,
+            self._began,
+            self._target.label,
+            (self._streams.last_client_stream + 1) // 2,
+            "upstream_unreachable" if self._refusing else None if h2 else "not_h2",
+        )
 
     def pause_writing(self) -> None:
         if self._upstream is not None:
@@ -274,6 +311,7 @@ class ClientSide(asyncio.Protocol):
                     data = data[:at] + goaway_frame() + data[at:]
         else:
             self._down.feed(data)
+        self._bytes_out += len(data)
         transport.write(data)
         self._after_frames()
 

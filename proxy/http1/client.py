@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from proxy.connections import Shared
-from proxy.http1.exchange import PAUSE_QUEUE, PAUSE_STOP, Exchange
+from proxy.http1.exchange import PAUSE_QUEUE, PAUSE_STOP, AccessEntry, Exchange
 from proxy.http1.request import HeadLimit, Refused, Request, interpret
 from proxy.http1.routing import Router
 from proxy.http1.upstream import UpstreamPool
@@ -32,10 +33,16 @@ _JOIN_BELOW = 16 * 1024
 
 # Stands in for a request whose head was refused before it could be understood.
 _NO_REQUEST = Request(b"")
+# The request line's bytes besides method and target: two spaces, "HTTP/1.1", CRLF; and the CRLF
+# that ends the head (each header's ": " and CRLF are counted in `_head_size`).
+_HEAD_FRAMING = 2 + 8 + 2 + 2
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")}
 
 
 class ClientConnection(HeadLimit, asyncio.Protocol):
     __slots__ = (
+        "_access",
+        "_began",
         "_body_seen",
         "_client_ip",
         "_closed",
@@ -48,6 +55,7 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         "_incoming",
         "_kicking",
         "_limits",
+        "_log_client",
         "_loop",
         "_parser",
         "_paused",
@@ -57,6 +65,7 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         "_shared",
         "_stopped",
         "_timer",
+        "_tls_version",
         "_upgrading",
         "_writing_paused",
         "transport",
@@ -66,6 +75,7 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         super().__init__()
         self._shared = shared
         self._router = router
+        self._access = shared.access
         self._loop = shared.loop
         limits = self._limits = shared.limits
         self.transport: asyncio.Transport | None = None
@@ -90,6 +100,9 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         # least this often while one is pending, so a request never pays for a timer of its own.
         self._period = min(limits.header_timeout, limits.idle_timeout, limits.upstream_timeout)
         self._handshake_timer: asyncio.TimerHandle | None = shared.watch_handshake(lambda: self.transport is not None)
+        self._began = 0.0  # time.monotonic() when the current request head began (access log on)
+        self._log_client = ""
+        self._tls_version: str | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -104,6 +117,11 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         self._shared.opened(self)
         peer = transport.get_extra_info("peername")
         self._client_ip = str(peer[0]).encode() if peer else b"unknown"
+        if self._access is not None:
+            self._began = time.monotonic()
+            self._log_client = str(peer[0]) if peer else "unknown"
+            ssl_object = transport.get_extra_info("ssl_object")
+            self._tls_version = ssl_object.version() if ssl_object is not None else None
         if self._shared.draining:
             self.close()
         else:
@@ -238,6 +256,8 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
     # --- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._access is not None:
+            self._began = time.monotonic()
         self._in_head = True
         self._url = b""
         self._headers = []
@@ -268,6 +288,8 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         except Refused as e:
             self._refuse(e.status)
         exchange = Exchange(self, self._shared, request, pool, 0 if pool is not None else 404)
+        if self._access is not None:
+            exchange.log = self._access_entry(parser.get_method(), pool)
         self._queue.append(exchange)
         self._incoming = exchange
         if len(self._queue) > MAX_QUEUED:
@@ -313,7 +335,32 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         if exchange is not None:
             exchange.request_failed(status)
             return
-        self._queue.append(Exchange(self, self._shared, _NO_REQUEST, None, status))
+        exchange = Exchange(self, self._shared, _NO_REQUEST, None, status)
+        if self._access is not None:
+            exchange.log = self._access_entry(None, None)
+        self._queue.append(exchange)
+
+    def _access_entry(self, method: bytes | None, pool: UpstreamPool | None) -> AccessEntry:
+        """The access log's record of the request whose head was just read (or refused)."""
+        assert self._access is not None
+        host: str | None = None
+        for name, value in self._headers:
+            if len(name) == 4 and name.lower() == b"host":
+                host = value.decode("latin-1")
+                break
+        url = self._url
+        size = self._head_size + _HEAD_FRAMING + (len(method) if method else 0)
+        return AccessEntry(
+            self._access,
+            self._log_client,
+            self._tls_version,
+            None if method is None else _METHODS.get(method) or method.decode("latin-1"),
+            host,
+            url.decode("utf-8", "backslashreplace") if url else None,
+            self._began,
+            size,
+            pool.label if pool is not None else None,
+        )
 
     def _begin_upgrade(self, rest: bytes) -> None:
         self._stopped = True  # whatever the upstream answers, this connection parses no more

@@ -12,8 +12,9 @@ import asyncio
 import logging
 from typing import Protocol
 
+from proxy.accesslog import ListenerAccess
 from proxy.connections import Shared
-from proxy.http1.request import Request
+from proxy.http1.request import LOCAL_REASONS, Request
 from proxy.http1.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool, UpstreamUnreachable
 from proxy.http1.wire import LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, client_response_head, edge_response
 
@@ -24,6 +25,69 @@ PAUSE_UPSTREAM, PAUSE_BUFFER, PAUSE_QUEUE, PAUSE_STOP = 1, 2, 4, 8
 # Request bytes held while no upstream connection is bound yet (connecting, or queued behind a
 # pipelined request): past this the client is paused, so a body is never buffered whole.
 BUFFER_HIGH = 64 * 1024
+# A request whose client left before it was answered, as nginx logs it.
+CLIENT_CLOSED = 499
+
+
+class AccessEntry:
+    """What one request's access log line needs, gathered while it runs. Made only while the
+    access log is on; mutable, and private to the HTTP/1.1 engine."""
+
+    __slots__ = (
+        "access",
+        "began",
+        "bytes_in",
+        "bytes_out",
+        "client",
+        "host",
+        "method",
+        "path",
+        "reason",
+        "status",
+        "tls_version",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        access: ListenerAccess,
+        client: str,
+        tls_version: str | None,
+        method: str | None,
+        host: str | None,
+        path: str | None,
+        began: float,
+        bytes_in: int,
+        upstream: str | None,
+    ) -> None:
+        self.access = access
+        self.client = client
+        self.tls_version = tls_version
+        self.method = method
+        self.host = host
+        self.path = path
+        self.began = began
+        self.bytes_in = bytes_in
+        self.bytes_out = 0
+        self.status = 0
+        self.reason: str | None = None
+        self.upstream = upstream
+
+    def write(self, status: int | None = None, reason: str | None = None) -> None:
+        self.access.request(
+            "HTTP/1.1",
+            self.client,
+            self.tls_version,
+            self.method,
+            self.host,
+            self.path,
+            self.status if status is None else status,
+            self.bytes_in,
+            self.bytes_out,
+            self.began,
+            self.upstream,
+            self.reason if reason is None else reason,
+        )
 
 
 class ClientSide(Protocol):
@@ -65,6 +129,7 @@ class Exchange:
         "finished",
         "head_deadline",
         "local_status",
+        "log",
         "pool",
         "request",
         "shared",
@@ -95,6 +160,7 @@ class Exchange:
         self._close_client = False
         self._out: list[bytes] = []
         self._tunneling = False
+        self.log: AccessEntry | None = None  # set by the client connection while the access log is on
 
     # --- driven by the client connection -----------------------------------------------------
 
@@ -111,6 +177,8 @@ class Exchange:
             self._bind(conn)
 
     def request_body(self, data: bytes) -> None:
+        if self.log is not None:
+            self.log.bytes_in += len(data)
         if self.request.chunked:
             data = b"".join((chunk_size_line(len(data)), data, b"\r\n"))
         self._send(data)
@@ -131,12 +199,19 @@ class Exchange:
             self.pool, self.local_status = None, status
 
     def tunnel_from_client(self, data: bytes) -> None:
+        if self.log is not None:
+            self.log.bytes_in += len(data)
         if self._tunneling and self.conn is not None:
             self.conn.write(data)
         elif not self.finished:
             self._hold(data)  # sent once the upstream answers 101
 
     def client_lost(self) -> None:
+        if self.log is not None and not self.finished:
+            if self._tunneling:
+                self._log_end()  # a WebSocket session ends when either side closes
+            else:
+                self._log_end(None if self._resp_started else CLIENT_CLOSED, "client_closed")
         self.finished = True
         self._cancel_timer()
         if self._connecting is not None:
@@ -173,6 +248,8 @@ class Exchange:
         keep_alive_10 = request.http10 and not close
         self._out.append(client_response_head(status, reason, headers, facts, chunked=rechunk, close=close, keep_alive_10=keep_alive_10))
         self.shared.tally.request(status)
+        if self.log is not None:
+            self.log.status = status
 
     def on_body(self, data: bytes) -> None:
         if self._rechunk:
@@ -190,6 +267,8 @@ class Exchange:
         if out:
             self._out = []
             self.client.write_pieces(out)
+            if self.log is not None:
+                self.log.bytes_out += sum(map(len, out))
         if self._resp_done and not self.finished:
             self._finish()
 
@@ -203,12 +282,16 @@ class Exchange:
         if rest:
             self._out.append(rest)
         self.shared.tally.request(101)
+        if self.log is not None:
+            self.log.status = 101
         if self._buffer:
             self.conn.write(b"".join(self._buffer))
             self._buffer, self._buffered = [], 0
         self.client.resume_reading(PAUSE_BUFFER)
 
     def on_tunnel_data(self, data: bytes) -> None:
+        if self.log is not None:
+            self.log.bytes_out += len(data)
         self.client.write(data)
 
     def on_broken(self, reason: str) -> None:
@@ -220,6 +303,7 @@ class Exchange:
             return
         if self._tunneling:
             self.finished = True
+            self._log_end()
             self.client.close()
         elif not self._resp_started:
             if self._reused and not conn.got_bytes and not self._retried and self.request.idempotent and not self.request.has_body:
@@ -233,6 +317,7 @@ class Exchange:
             self.after_data()
         elif not self._resp_done:
             self.finished = True
+            self._log_end(reason="upstream_truncated")
             self.client.abort()  # a truncated body must not look complete to the client
 
     def on_write_paused(self, paused: bool) -> None:
@@ -319,8 +404,13 @@ class Exchange:
         close = self._must_close()
         self._close_client = close
         keep_alive_10 = self.request.http10 and not close
-        self.client.write(edge_response(self.local_status, close=close, head_only=self.request.is_head, keep_alive_10=keep_alive_10))
+        response = edge_response(self.local_status, close=close, head_only=self.request.is_head, keep_alive_10=keep_alive_10)
+        self.client.write(response)
         self.shared.tally.request(self.local_status)
+        entry = self.log
+        if entry is not None:
+            entry.status, entry.bytes_out = self.local_status, entry.bytes_out + len(response)
+            entry.reason = entry.reason or LOCAL_REASONS.get(self.local_status, "refused")
         self._resp_started = self._resp_done = True
         self._finish()
 
@@ -334,11 +424,14 @@ class Exchange:
             conn.abort()
         if kind:
             self.shared.tally.error(kind)
+            if self.log is not None:
+                self.log.reason = kind
         if why:
             log.warning("%s: %s (%d)", self.shared.name, why, status)
         self._out = []
         if self._resp_started:
             self.finished = True
+            self._log_end()
             self.client.abort()
             return
         self.pool, self.local_status = None, status
@@ -356,5 +449,13 @@ class Exchange:
             else:
                 conn.detach()
                 conn.close()
+        if self.log is not None:
+            self._log_end()
         self.client.resume_reading(PAUSE_UPSTREAM | PAUSE_BUFFER)
         self.client.exchange_done(self, keep_alive=not self._close_client)
+
+    def _log_end(self, status: int | None = None, reason: str | None = None) -> None:
+        """Write this exchange's access log line (once; nothing when the log is off)."""
+        entry, self.log = self.log, None
+        if entry is not None:
+            entry.write(status, reason)

@@ -8,12 +8,13 @@ the listener that accepts its connections is `proxy.listeners.redirect`.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from proxy.connections import Shared
-from proxy.http1.request import HeadLimit
+from proxy.http1.request import LOCAL_REASONS, HeadLimit
 from proxy.http1.wire import MAX_HEAD_BYTES, MAX_HEADERS, edge_response, host_key, phrase, valid_authority
 
 
@@ -53,12 +54,20 @@ class RedirectConnection(HeadLimit, asyncio.Protocol):
         self._in_head = False
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
+        self._access = shared.access
+        self._client = ""
+        self._method: bytes | None = None
+        self._began = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._shared.opened(self)
+        if self._access is not None:
+            peer = transport.get_extra_info("peername")
+            self._client = str(peer[0]) if peer else "unknown"
+            self._began = time.monotonic()
         # A fresh connection owes its first request head within header_timeout, as on the HTTPS
         # listeners (nginx's client_header_timeout); idle_timeout is for keep-alive after it.
         self._arm(self._shared.limits.header_timeout)
@@ -89,6 +98,9 @@ class RedirectConnection(HeadLimit, asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url, self._host, self._hosts, self._headers, self._head_size = b"", None, 0, 0, 0
         self._in_head, self._has_body = True, False
+        self._method = None
+        if self._access is not None:
+            self._began = time.monotonic()
         self._arm(self._shared.limits.header_timeout)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -105,6 +117,7 @@ class RedirectConnection(HeadLimit, asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
+        self._method = parser.get_method()
         keep_alive = parser.should_keep_alive() and not self._shared.draining
         # A body would have to be read and thrown away; closing is simpler and just as correct.
         close = not keep_alive or self._has_body or parser.should_upgrade()
@@ -130,8 +143,28 @@ class RedirectConnection(HeadLimit, asyncio.Protocol):
             return  # answered already; what follows a closing request is ignored
         self._shared.tally.request(status)
         self._transport.write(response)
+        if self._access is not None:
+            self._log(status, len(response))
         if close:
             self.close()
+
+    def _log(self, status: int, bytes_out: int) -> None:
+        assert self._access is not None
+        method = self._method
+        self._access.request(
+            "HTTP/1.1",
+            self._client,
+            None,
+            None if method is None else method.decode("latin-1"),
+            None if self._host is None else self._host.decode("latin-1"),
+            self._url.decode("utf-8", "backslashreplace") if self._url else None,
+            status,
+            self._head_size + (len(method) + 14 if method else 0),
+            bytes_out,
+            self._began,
+            None,
+            "https_redirect" if status == 308 else LOCAL_REASONS.get(status, "refused"),
+        )
 
     def _arm(self, seconds: float) -> None:
         if self._timer is not None:

@@ -16,6 +16,19 @@ from proxy.errors import ProxyError
 from proxy.http1.routing import Router
 from proxy.http1.wire import IDEMPOTENT, MAX_HEAD_BYTES, Headers, host_key, scan_request, upstream_request_head, valid_authority
 
+# The access log's `reason` for an answer the edge made itself, by status; failures towards the
+# upstream say their own kind (upstream_unreachable, upstream_timeout, ...).
+LOCAL_REASONS = {
+    400: "bad_request",
+    404: "no_route",
+    405: "method_not_allowed",
+    408: "header_timeout",
+    413: "body_too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    505: "http_version_not_supported",
+}
+
 
 class Refused(ProxyError, ValueError):
     """The request cannot be served as sent: answer `status`, then close the connection."""

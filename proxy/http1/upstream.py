@@ -235,6 +235,7 @@ class UpstreamPool:
 
     def __init__(self, upstream: HttpUpstream, connect_timeout: float) -> None:
         self.upstream = upstream
+        self.label = str(upstream)  # as the access log names it
         self._connect_timeout = connect_timeout
         self._loop = asyncio.get_running_loop()
         self._idle: list[UpstreamConnection] = []

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from proxy import metrics
+from proxy.accesslog import AccessLog
 from proxy.config import Config
 from proxy.listeners.base import BaseListener, offered_alpn
 from proxy.listeners.grpc import GrpcListener
@@ -39,10 +40,14 @@ class Listener(Protocol):
 
 
 def build_listeners(
-    config: Config, current: Callable[[], TlsObjects], policies: Mapping[str, ssl.SSLContext] | None = None
+    config: Config,
+    current: Callable[[], TlsObjects],
+    policies: Mapping[str, ssl.SSLContext] | None = None,
+    access: AccessLog | None = None,
 ) -> dict[str, BaseListener]:
     """One listener per `[[listeners]]` table, by name; none started yet. `policies`: the
-    listening contexts made before workers were forked (`policy_contexts`), by listener name."""
+    listening contexts made before workers were forked (`policy_contexts`), by listener name.
+    `access`: the access log, None when it is off."""
     policies = policies or {}
     reuse = config.server.workers > 1
     min_version = config.tls.min_version
@@ -51,11 +56,11 @@ def build_listeners(
         policy = policies.get(cfg.name)
         listener: BaseListener
         if cfg.protocol == "https":
-            listener = HttpsListener(cfg, min_version, current, reuse_port=reuse, policy=policy)
+            listener = HttpsListener(cfg, min_version, current, reuse_port=reuse, policy=policy, access=access)
         elif cfg.protocol == "grpc":
-            listener = GrpcListener(cfg, min_version, current, reuse_port=reuse, policy=policy)
+            listener = GrpcListener(cfg, min_version, current, reuse_port=reuse, policy=policy, access=access)
         else:
-            listener = RedirectListener(cfg, reuse_port=reuse)
+            listener = RedirectListener(cfg, reuse_port=reuse, access=access)
         listeners[cfg.name] = listener
     return listeners
 

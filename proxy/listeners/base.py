@@ -12,6 +12,7 @@ import logging
 import ssl
 from collections.abc import Callable
 
+from proxy.accesslog import AccessLog
 from proxy.config import ListenerConfig
 from proxy.connections import Shared, Tally
 from proxy.errors import ListenerError
@@ -30,9 +31,10 @@ class BaseListener:
 
     config: ListenerConfig
 
-    def __init__(self, config: ListenerConfig, *, reuse_port: bool = False) -> None:
+    def __init__(self, config: ListenerConfig, *, reuse_port: bool = False, access: AccessLog | None = None) -> None:
         self.config = config
         self._reuse_port = reuse_port
+        self._access = access
         self._server: asyncio.Server | None = None
         self.shared: Shared | None = None
 
@@ -53,7 +55,8 @@ class BaseListener:
 
     async def start(self) -> None:
         """Bind and serve. Raises ListenerError naming the address and the reason."""
-        shared = self.shared = Shared(self.name, self.config.limits, Tally(for_listener(self.name)))
+        access = self._access.for_listener(self.name) if self._access is not None else None
+        shared = self.shared = Shared(self.name, self.config.limits, Tally(for_listener(self.name)), access)
         factory, ssl_context = await self._prepare(shared)
         self._server = await self._bind(factory, ssl_context)
         log.info("%s: %s on %s port %d", self.name, self.describe(), self.config.listen.host or "all addresses", self.port)
@@ -127,8 +130,9 @@ class TlsListener(BaseListener):
         *,
         reuse_port: bool = False,
         policy: ssl.SSLContext | None = None,
+        access: AccessLog | None = None,
     ) -> None:
-        super().__init__(config, reuse_port=reuse_port)
+        super().__init__(config, reuse_port=reuse_port, access=access)
         alpn = offered_alpn(config)
         assert alpn is not None, "a TLS listener offers ALPN"
         self.alpn = alpn
