@@ -198,7 +198,7 @@ class AdminServer:
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=400)
         try:
-            offer = await self.service.upload(material)
+            offer = await self.service.upload(material, client=request.remote)
         except MaterialError as e:
             return web.json_response(problems_view("the certificate was not accepted; nothing changed", e.problems), status=422)
         except OSError as e:
@@ -209,7 +209,7 @@ class AdminServer:
 
     async def _post_reload(self, request: web.Request) -> web.Response:
         try:
-            offer = await self.service.reload()
+            offer = await self.service.reload("reload", client=request.remote)
         except MaterialError as e:
             serving = self.service.store.current.snapshot.version
             error = f"the material in {self.service.tls.cert_dir} was not accepted; still serving version {serving}"

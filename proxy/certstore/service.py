@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from proxy import metrics
-from proxy.certstore import files
+from proxy.certstore import audit, files
+from proxy.certstore.audit import Attempt
 from proxy.certstore.pem import Material
 from proxy.certstore.selfsigned import generate_self_signed, still_fits
 from proxy.certstore.store import CertStore, Offer, Rejection, Snapshot, utcnow
@@ -56,18 +57,19 @@ class CertificateService:
     async def load_initial(self) -> Snapshot:
         """Serve the directory's material if valid, else the last good, else the self-signed
         default. Invalid material never stops the start; it is recorded as `last_error`."""
+        attempt = Attempt("start")
         async with self._intake:
             read = await self._read()
             self._concluded = read.digest
             try:
                 valid = await self._validate(read.material())
-                return (await self._publish(valid, await self._origin(valid))).snapshot
+                return (await self._publish(valid, await self._origin(valid), attempt)).snapshot
             except MaterialMissing:
                 log.info("no certificate in %s yet", self.tls.cert_dir)
                 rejection = None
             except MaterialError as e:
-                rejection = self._record(e.problems, "directory", read.digest)
-            snapshot = await self._fallback()
+                rejection = self._record(e.problems, "directory", read.digest, attempt)
+            snapshot = await self._fallback(attempt)
             if rejection is not None:
                 self.store.reject(rejection.source, rejection.problems)  # the fallback is no fix
             return snapshot
@@ -79,16 +81,16 @@ class CertificateService:
             return "upload"
         return "directory"
 
-    async def _fallback(self) -> Snapshot:
+    async def _fallback(self, attempt: Attempt) -> Snapshot:
         last = await asyncio.to_thread(files.load_last_good, self.tls.state_dir)
         if last is not None:
             try:
                 valid = await self._validate(last[0])
                 log.info("serving the last good certificate from %s", self.tls.state_dir)
-                return (await self._publish(valid, last[1])).snapshot
+                return (await self._publish(valid, last[1], attempt)).snapshot
             except MaterialError as e:
                 log.warning("the last good certificate in %s is no longer valid: %s", self.tls.state_dir, "; ".join(e.problems))
-        return (await self._publish(await self._self_signed(), "self-signed")).snapshot
+        return (await self._publish(await self._self_signed(), "self-signed", attempt)).snapshot
 
     async def _self_signed(self) -> ValidMaterial:
         now = self._clock()
@@ -107,22 +109,24 @@ class CertificateService:
 
     # --- intake -----------------------------------------------------------------------------
 
-    async def upload(self, material: Material) -> Offer:
-        """Validate, write into `cert_dir` as one atomic step, publish as "upload".
+    async def upload(self, material: Material, client: str | None = None) -> Offer:
+        """Validate, write into `cert_dir` as one atomic step, publish as "upload". `client`:
+        the admin client's address, for the audit line.
 
         Raises MaterialError (recorded as `last_error`; nothing changed) or OSError when the
         directory cannot be written (nothing changed either).
         """
+        attempt = Attempt("upload", client)
         async with self._intake:
             try:
                 valid = await self._validate(material)
             except MaterialError as e:
-                self._record(e.problems, "upload", None)
+                self._record(e.problems, "upload", None, attempt)
                 raise
             stored = Material(valid.cert_pem, material.key_pem, material.ca_pem)
             await asyncio.to_thread(files.write_material_dir, self.tls.cert_dir, stored, self._clock())
             try:
-                return await self._publish(valid, "upload")
+                return await self._publish(valid, "upload", attempt)
             except MaterialError:
                 # The TLS library refused what validation passed: put the serving material back
                 # so the directory, a restart and what serves all agree.
@@ -131,11 +135,13 @@ class CertificateService:
                 await asyncio.to_thread(files.write_material_dir, self.tls.cert_dir, back, self._clock())
                 raise
 
-    async def reload(self) -> Offer:
+    async def reload(self, source: str = "reload", client: str | None = None) -> Offer:
         """Re-read `cert_dir` now. Missing files leave the serving certificate as it is.
+        `source` ("reload" through the API, "sighup") and `client` are for the audit line.
         Raises MaterialError (recorded) when the material is invalid."""
+        attempt = Attempt(source, client)
         async with self._intake:
-            return await self._conclude(await self._read(), patient=False)
+            return await self._conclude(await self._read(), attempt, patient=False)
 
     async def directory_changed(self) -> None:
         """One watcher pass: re-read `cert_dir`. Content equal to what the last read concluded
@@ -146,9 +152,9 @@ class CertificateService:
             if read.digest == self._concluded:
                 return
             with contextlib.suppress(MaterialError):  # recorded and logged already
-                await self._conclude(read, patient=True)
+                await self._conclude(read, Attempt("directory"), patient=True)
 
-    async def _conclude(self, read: files.DirectoryRead, *, patient: bool) -> Offer:
+    async def _conclude(self, read: files.DirectoryRead, attempt: Attempt, *, patient: bool) -> Offer:
         """Serve, keep or reject what `read` found. `patient` (a watcher pass) keeps re-reading
         material that fails until the content has settled (see SETTLE_SECONDS) before it
         reports it; content that changes meanwhile is tried again at once."""
@@ -156,7 +162,7 @@ class CertificateService:
         started = changed = clock()
         give_up_at: float | None = None  # set once the material looks half-written
         while True:
-            outcome = await self._offer(read)
+            outcome = await self._offer(read, attempt)
             if isinstance(outcome, Offer):
                 return outcome
             if outcome.may_settle and give_up_at is None:
@@ -165,11 +171,11 @@ class CertificateService:
             newer = await self._next_content(read, min(report_at, started + REPORT_WITHIN_SECONDS)) if patient else None
             if newer is None:
                 self._concluded = read.digest
-                self._record(outcome.problems, "directory", read.digest)
+                self._record(outcome.problems, "directory", read.digest, attempt)
                 raise outcome
             read, changed = newer, clock()
 
-    async def _offer(self, read: files.DirectoryRead) -> Offer | MaterialError:
+    async def _offer(self, read: files.DirectoryRead, attempt: Attempt) -> Offer | MaterialError:
         """Publish what `read` found if it is valid; missing files keep the serving version.
         Returns the validation error unrecorded (the caller decides whether it is settled);
         raises MaterialError, recorded, when the TLS library refuses valid material."""
@@ -183,7 +189,7 @@ class CertificateService:
         except MaterialError as e:
             return e
         self._concluded = read.digest
-        return await self._publish(valid, "directory")
+        return await self._publish(valid, "directory", attempt)
 
     async def _next_content(self, read: files.DirectoryRead, report_at: float) -> files.DirectoryRead | None:
         """Re-read `cert_dir` until its content differs from `read` (returned) or the loop's
@@ -204,28 +210,22 @@ class CertificateService:
     async def _validate(self, material: Material) -> ValidMaterial:
         return await asyncio.to_thread(validate_material, material, self.policy, self._clock())
 
-    async def _publish(self, valid: ValidMaterial, source: str) -> Offer:
+    async def _publish(self, valid: ValidMaterial, source: str, attempt: Attempt) -> Offer:
         before = self.store.current.snapshot if self.store.has_version else None
         try:
             offer = await self.store.publish(valid, source)
         except Exception as e:  # OpenSSL or gRPC refused what validation accepted
             problem = f"the TLS library refused the material: {e}"
-            self._record([problem], source, None)
+            self._record([problem], source, None, attempt)
             raise MaterialError([problem]) from e
         self._last_rejected = None
         snapshot = offer.snapshot
         if offer.swapped:
             metrics.SWAPS.labels(source).inc()
             metrics.CERT_VERSION.set(snapshot.version)
-            leaf = snapshot.material.leaf
-            log.info(
-                "serving certificate version %d from %s: fingerprint %s, subject %s, expires %s",
-                snapshot.version,
-                source,
-                snapshot.fingerprint,
-                leaf.subject.rfc4514_string(),
-                f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
-            )
+            audit.swapped(attempt, before, snapshot)
+        else:
+            audit.unchanged(attempt, snapshot)
         if source != "self-signed" and (offer.swapped or (before and before.material.ca_pem != snapshot.material.ca_pem)):
             stored = Material(snapshot.material.cert_pem, snapshot.material.key_pem, snapshot.material.ca_pem)
             try:
@@ -234,13 +234,17 @@ class CertificateService:
                 log.error("could not keep the serving certificate in %s: %s", self.tls.state_dir, e)
         return offer
 
-    def _record(self, problems: tuple[str, ...] | list[str], source: str, digest: str | None) -> Rejection:
+    def _record(self, problems: tuple[str, ...] | list[str], source: str, digest: str | None, attempt: Attempt) -> Rejection:
         """Record a rejection. The same directory content rejected twice in a row (a second
-        event for an unchanged drop) is counted and logged once."""
+        event for an unchanged drop) is counted and logged once; an upload or a reload asked for
+        is always logged."""
+        serving = self.store.current.snapshot if self.store.has_version else None
         rejection = self.store.reject(source, problems)
-        if digest is None or digest != self._last_rejected:
+        repeated = digest is not None and digest == self._last_rejected
+        if not repeated:
             metrics.REJECTIONS.labels(source).inc()
-            log.warning("rejected certificate from %s: %s", source, "; ".join(problems))
+        if not repeated or attempt.source not in ("directory", "start"):
+            audit.refused(attempt, serving, problems)
         self._last_rejected = digest
         return rejection
 
