@@ -16,18 +16,24 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
-from proxy import metrics
+from proxy import logs, metrics
+from proxy.accesslog import AccessLog
+from proxy.certstore.expiry import ExpiryWarnings
 from proxy.certstore.service import CertificateService
-from proxy.certstore.store import CertStore, Serving
+from proxy.certstore.store import CertStore, Serving, utcnow
 from proxy.certstore.watcher import DirectoryWatcher
 from proxy.config import Config
 from proxy.errors import ProxyError
 from proxy.listeners import BaseListener, Listener, bind_open_connections, build_listeners, policy_contexts
+from proxy.logwriter import LineWriter
 from proxy.tasks import TaskSet
 from proxy.tlsmaterial import TlsObjects, tls_preparer
 from proxy.workers import Workers
 
 log = logging.getLogger("proxy")
+
+# How often the serving certificate's expiry is looked at (a warning repeats once a day).
+EXPIRY_CHECK_SECONDS = 3600.0
 
 
 class Edge:
@@ -40,6 +46,8 @@ class Edge:
         self.store: CertStore[TlsObjects] = CertStore(tls_preparer(config.tls.min_version))
         self.service = CertificateService(self.store, config.tls)
         self.listeners: dict[str, BaseListener] = {}
+        self.access = access_log(config)
+        self.expiry = ExpiryWarnings()
         self.watcher: DirectoryWatcher | None = None
         self.admin: Listener | None = None
         self.draining = False
@@ -63,8 +71,14 @@ class Edge:
         bind_open_connections(self.listeners)
 
     async def start(self) -> None:
+        if self.access is not None:
+            self.access.start()
         await self.service.load_initial()
-        self.listeners = build_listeners(self.config, lambda: self.store.current.tls, self._policies)
+        if self.worker_index == 0:  # one process says it, not each worker
+            self._check_expiry()
+            self.store.subscribe(lambda _serving: self._check_expiry())
+            self._tasks.spawn(self._watch_expiry(), "expiry warnings")
+        self.listeners = build_listeners(self.config, lambda: self.store.current.tls, self._policies, self.access)
         self._bind_metrics()
         try:
             if self.worker_index == 0:
@@ -94,9 +108,17 @@ class Edge:
         for cfg in self.config.listeners:
             log.info("%s (%s) serving on %s:%d", cfg.name, cfg.protocol, cfg.listen.host, self.listeners[cfg.name].port)
 
+    def _check_expiry(self) -> None:
+        self.expiry.check(self.store.current.snapshot, utcnow())
+
+    async def _watch_expiry(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
+            self._check_expiry()
+
     async def reload(self) -> None:
         try:
-            await self.service.reload()
+            await self.service.reload("sighup")
         except Exception as e:  # noqa: BLE001 - recorded and logged by the service; a reload never takes anything down
             log.debug("reload refused: %s", e)
 
@@ -112,6 +134,20 @@ class Edge:
         if self.admin is not None:
             await self.admin.stop(0)
         await self._tasks.close()
+        if self.access is not None:
+            await asyncio.to_thread(self.access.close)
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1: open the access log file anew (logrotate moved it)."""
+        if self.access is not None:
+            self.access.reopen()
+
+
+def access_log(config: Config) -> AccessLog | None:
+    """The access log `[log]` asks for; None when it is off."""
+    if config.log.access == "off":
+        return None
+    return AccessLog(config.log.access, LineWriter(config.log.access_file, fd=1))
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -133,6 +169,8 @@ def run_edge(config: Config) -> int:
     worker the kernel hands it to, as with nginx's workers. Raises ProxyError when this
     process cannot start.
     """
+    # Until the loop handles it (serve): logrotate's SIGUSR1 must never end the edge.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     policies = policy_contexts(config)
     workers = Workers()
     index = workers.fork(config.server.workers - 1)
@@ -188,6 +226,14 @@ async def serve(
             workers.signal(signal.SIGHUP)
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+
+    def on_reopen() -> None:
+        edge.reopen_logs()
+        if workers is not None:
+            workers.signal(signal.SIGUSR1)
+
+    loop.add_signal_handler(signal.SIGUSR1, on_reopen)
+    logs.start_background()
     try:
         await edge.start()
     except BaseException:
@@ -213,4 +259,5 @@ async def serve(
     await edge.stop(config.server.drain_seconds)
     if workers is not None:
         await asyncio.to_thread(workers.wait, config.server.drain_seconds + 5)
+    await asyncio.to_thread(logs.stop_background)
     return 0
