@@ -29,20 +29,34 @@ def edge_config(
     server: Table | None = None,
     admin: Table | None = None,
     tls: Table | None = None,
+    log: Table | None = None,
+    web: Table | None = None,
+    listeners: list[Table] | None = None,
 ) -> Table:
     """A complete config on loopback: an HTTPS listener "web" and a gRPC listener "grpc" (port 0
     unless told), the admin API on `admin_port`, certificates in `certs`, state in `state`.
-    `server`, `admin` and `tls` add keys to those tables (or replace them)."""
+    `server`, `admin`, `tls` and `log` add keys to those tables (or replace them), `web` to the
+    "web" listener; `listeners` are further `[[listeners]]` tables."""
     tls_table = {"cert_dir": "certs", "state_dir": "state", "server_name": SERVER_NAME, "ip_addresses": [SERVER_IP], "watch": watch}
-    return {
+    config: Table = {
         "server": {"drain_seconds": 1, **(server or {})},
         "tls": {**tls_table, **(tls or {})},
         "admin": {"listen": f"{SERVER_IP}:{admin_port}", "token_file": "state/admin.token", **(admin or {})},
         "listeners": [
-            {"name": "web", "protocol": "https", "listen": f"{SERVER_IP}:{https_port}", "upstream": f"http://{SERVER_IP}:{http_upstream}"},
+            {
+                "name": "web",
+                "protocol": "https",
+                "listen": f"{SERVER_IP}:{https_port}",
+                "upstream": f"http://{SERVER_IP}:{http_upstream}",
+                **(web or {}),
+            },
             {"name": "grpc", "protocol": "grpc", "listen": f"{SERVER_IP}:{grpc_port}", "upstream": f"{SERVER_IP}:{grpc_upstream}"},
+            *(listeners or []),
         ],
     }
+    if log is not None:
+        config["log"] = log
+    return config
 
 
 def toml(config: Table) -> str:

@@ -268,12 +268,18 @@ async def running_edge(
     first: Leaf | None = None,
     watch: str = "events",
     server: Table | None = None,
+    log: Table | None = None,
+    web: Table | None = None,
+    listeners: list[Table] | None = None,
 ) -> AsyncIterator[RunningEdge]:
     """The Edge on `base` (edge.toml, certs/, state/). With `pki` it serves `first` (dropped
-    before the start) or a fresh leaf of `pki`; without, the self-signed default."""
+    before the start) or a fresh leaf of `pki`; without, the self-signed default. `log`, `web`
+    and `listeners` as in `tests.support.config.edge_config`."""
     if pki is not None:
         drop_files(base / "certs", pki.material(first))
-    config = edge_config(http_upstream=http_upstream, grpc_upstream=grpc_upstream, watch=watch, server=server)
+    config = edge_config(
+        http_upstream=http_upstream, grpc_upstream=grpc_upstream, watch=watch, server=server, log=log, web=web, listeners=listeners
+    )
     edge = Edge(load(base, config))
     await edge.start()
     try:

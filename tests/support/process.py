@@ -35,6 +35,7 @@ class EdgeProcess:
     watch: str = "events"
     drain_seconds: float = 10.0
     uploads: str = "auto"
+    log_settings: Table | None = None  # the [log] table
     grpc_upstream_port: int = field(default_factory=free_port)
     https_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
@@ -59,6 +60,7 @@ class EdgeProcess:
             grpc_port=self.grpc_port,
             server={"workers": self.workers, "drain_seconds": self.drain_seconds},
             admin={"uploads": self.uploads},
+            log=self.log_settings,
         )
 
     def write_config(self) -> None:
