@@ -14,6 +14,8 @@
 # process, pinned like the others), and prints what the edge's HTTP features cost above it.
 # ONE_PORT=1 also measures a second listener of the same edge whose port serves gRPC too
 # (`grpc_upstream`), and prints what HTTP/1.1 clients pay on it against the plain listener.
+# ACCESS=1 also runs a second edge process, the same but with `[log] access = "json"` writing to a
+# file (pinned like the first), measured in alternation with it, and prints what the access log costs.
 # RESULTS=FILE appends one line per figure, fields separated by "|" (bench/run.sh reads them).
 # Runs under `flock /tmp/edge-bench.lock` so that benchmarks never overlap; a caller that
 # already holds the lock sets EDGE_BENCH_LOCKED=1.
@@ -40,6 +42,9 @@ FLOOR=${FLOOR:-0}
 FLOOR_PORT=${FLOOR_PORT:-18445}
 ONE_PORT=${ONE_PORT:-0}
 ONE_PORT_PORT=${ONE_PORT_PORT:-18446}
+ACCESS=${ACCESS:-0}
+ACCESS_PORT=${ACCESS_PORT:-18447}
+ACCESS_ADMIN_PORT=${ACCESS_ADMIN_PORT:-18901}
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     apt-get install -y wrk nginx || { apt-get update && apt-get install -y wrk nginx; }
@@ -77,7 +82,7 @@ wait_for_port() {
     exit 1
 }
 
-for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT" "$FLOOR_PORT" "$ONE_PORT_PORT"; do
+for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT" "$FLOOR_PORT" "$ONE_PORT_PORT" "$ACCESS_PORT" "$ACCESS_ADMIN_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "127.0.0.1:$port is already in use; set UPSTREAM_PORT, NGINX_PORT, EDGE_PORT or ADMIN_PORT" >&2
         exit 1
@@ -88,6 +93,7 @@ done
 
 one_port_args=()
 if [ "$ONE_PORT" = 1 ]; then one_port_args=(--one-port-port "$ONE_PORT_PORT"); fi
+if [ "$ACCESS" = 1 ]; then one_port_args+=(--access-port "$ACCESS_PORT" --access-admin-port "$ACCESS_ADMIN_PORT"); fi
 "$PYTHON" "$HERE/https_edge.py" setup "$workdir/edge" --port "$EDGE_PORT" --upstream-port "$UPSTREAM_PORT" \
     --admin-port "$ADMIN_PORT" --workers "$WORKERS" "${one_port_args[@]}"
 cert="$workdir/edge/cert"
@@ -170,6 +176,13 @@ if [ "$ONE_PORT" = 1 ]; then
     targets+=(oneport)
     wait_for_port "$ONE_PORT_PORT"
 fi
+if [ "$ACCESS" = 1 ]; then
+    (cd "$workdir/edge" && exec "${proxy_cpu[@]}" "$EDGE" run --config edge-access.toml 2>"$workdir/edge-access.log") &
+    access_pid=$!
+    pids+=("$access_pid")
+    targets+=(access)
+    wait_for_port "$ACCESS_PORT"
+fi
 for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT"; do wait_for_port "$port"; done
 sleep 1  # with several workers, give the others time to bind their SO_REUSEPORT sockets
 
@@ -219,6 +232,7 @@ DURATION=2s run warmup edge "$edge_pid" "$EDGE_PORT" /100b
 DURATION=2s run warmup nginx "$nginx_pid" "$NGINX_PORT" /100b
 if [ "$FLOOR" = 1 ]; then DURATION=2s run warmup floor "$floor_pid" "$FLOOR_PORT" /100b; fi
 if [ "$ONE_PORT" = 1 ]; then DURATION=2s run warmup oneport "$edge_pid" "$ONE_PORT_PORT" /100b; fi
+if [ "$ACCESS" = 1 ]; then DURATION=2s run warmup access "$access_pid" "$ACCESS_PORT" /100b; fi
 for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) -eq 1 ]; then order=("${targets[@]}"); else order=(); for t in "${targets[@]}"; do order=("$t" "${order[@]}"); done; fi
     for entry in "${scenarios[@]}"; do
@@ -229,6 +243,7 @@ for round in $(seq "$ROUNDS"); do
                 nginx) pid=$nginx_pid port=$NGINX_PORT ;;
                 floor) pid=$floor_pid port=$FLOOR_PORT ;;
                 oneport) pid=$edge_pid port=$ONE_PORT_PORT ;;
+                access) pid=$access_pid port=$ACCESS_PORT ;;
             esac
             echo "round $round: $scenario: $target" >&2
             if [ -n "$header" ]; then
@@ -294,6 +309,24 @@ if [ "$ONE_PORT" = 1 ]; then
             printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |\n", s, erps, orps, orps / erps, ecpu, ocpu, ocpu / ecpu
         }'
     done
+fi
+if [ "$ACCESS" = 1 ]; then
+    echo
+    echo "The JSON access log (a second edge process with access = \"json\" to a file) against the same edge without it"
+    echo
+    echo "| scenario | off req/s | json req/s | req/s json/off | off CPU us/req | json CPU us/req | CPU json/off |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for entry in "${scenarios[@]}"; do
+        IFS='|' read -r scenario _ _ <<<"$entry"
+        e="$scenario|edge" a="$scenario|access"
+        awk -v s="$scenario" -v hz="$hz" -v er="${requests[$e]}" -v es="${seconds[$e]}" -v ec="${cpu[$e]}" \
+            -v ar="${requests[$a]}" -v as="${seconds[$a]}" -v ac="${cpu[$a]}" 'BEGIN {
+            erps = er / es; arps = ar / as; ecpu = ec / hz / er * 1e6; acpu = ac / hz / ar * 1e6
+            printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |\n", s, erps, arps, arps / erps, ecpu, acpu, acpu / ecpu
+        }'
+    done
+    echo "access log: $(wc -l <"$workdir/edge/access.log") lines; the last:" >&2
+    tail -1 "$workdir/edge/access.log" >&2
 fi
 if [ -s "$workdir/edge.log" ]; then
     echo "edge-proxy logged $(wc -l <"$workdir/edge.log") line(s); the last ones:" >&2

@@ -53,6 +53,14 @@ grpc_upstream = "127.0.0.1:{grpc_port}"
 """
 
 
+# With --access-port: a second edge, the same but with the JSON access log written to a file.
+ACCESS_LOG = """
+[log]
+access = "json"
+access_file = "access.log"
+"""
+
+
 def write_cert(directory: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -88,6 +96,8 @@ def main() -> None:
     setup.add_argument("--workers", type=int, default=1)
     setup.add_argument("--one-port-port", type=int, help="also a listener that serves gRPC on its HTTPS port")
     setup.add_argument("--grpc-port", type=int, default=1, help="its grpc_upstream (HTTP/1.1 requests never dial it)")
+    setup.add_argument("--access-port", type=int, help="also edge-access.toml: the same edge on this port with the JSON access log")
+    setup.add_argument("--access-admin-port", type=int, default=0)
     args = parser.parse_args()
     write_cert(args.directory / "cert")
     (args.directory / "state").mkdir(exist_ok=True)
@@ -95,6 +105,14 @@ def main() -> None:
     if args.one_port_port:
         config += ONE_PORT_LISTENER.format(port=args.one_port_port, upstream_port=args.upstream_port, grpc_port=args.grpc_port)
     (args.directory / "edge.toml").write_text(config)
+    if args.access_port:
+        access = CONFIG.format(
+            workers=args.workers, admin_port=args.access_admin_port, port=args.access_port, upstream_port=args.upstream_port
+        )
+        access = access.replace('state_dir = "state"', 'state_dir = "state-access"')
+        access = access.replace('"state/admin.token"', '"state-access/admin.token"')
+        (args.directory / "state-access").mkdir(exist_ok=True)
+        (args.directory / "edge-access.toml").write_text(access + ACCESS_LOG)
 
 
 if __name__ == "__main__":

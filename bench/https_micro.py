@@ -7,24 +7,29 @@ parsing, routing, head rewriting, framing, pooling, timers and metrics: the part
 per-request cost that this code owns. On a machine shared with other work it is a far steadier
 figure than a load test, so it is the one to compare changes with.
 
-Usage: python bench/https_micro.py [--requests N] [--rounds R]
+Usage: python bench/https_micro.py [--requests N] [--rounds R] [--access off|json|text]
+(`--access`: with the access log on, its lines written to /dev/null by its writer thread.)
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvloop
 
+from proxy.accesslog import AccessLog
 from proxy.config import HttpUpstream, Limits, Route
 from proxy.connections import Shared, Tally
 from proxy.http1.client import ClientConnection
 from proxy.http1.routing import Router
 from proxy.http1.upstream import UpstreamConnection, UpstreamPool
+from proxy.logwriter import LineWriter
 from proxy.metrics import for_listener
 
 REQUEST = b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1:18443\r\n\r\n"
@@ -79,8 +84,8 @@ def response(size: int) -> list[bytes]:
 class Rig:
     """One listener's shared state, router and pool, with one pooled upstream connection."""
 
-    def __init__(self) -> None:
-        self.shared = Shared("micro", Limits(), Tally(for_listener("micro")))
+    def __init__(self, access: AccessLog | None = None) -> None:
+        self.shared = Shared("micro", Limits(), Tally(for_listener("micro")), access.for_listener("micro") if access else None)
         self.pool = UpstreamPool(HttpUpstream("http", "127.0.0.1", 18081), 5.0)
         self.router = Router((Route(HttpUpstream("http", "127.0.0.1", 18081)),), lambda _: self.pool)
         self.upstream = UpstreamConnection(self.pool)
@@ -132,8 +137,11 @@ def measure(run: Callable[[int], None], requests: int, rounds: int) -> float:
     return best
 
 
-async def main(requests: int, rounds: int) -> None:
-    rig = Rig()
+async def main(requests: int, rounds: int, access_format: str) -> None:
+    access = None if access_format == "off" else AccessLog(access_format, LineWriter(Path(os.devnull)))
+    if access is not None:
+        access.start()
+    rig = Rig(access)
     scenarios = {
         "keep-alive 100 B": keep_alive(rig, 100),
         "keep-alive 64 KiB": keep_alive(rig, 64 * 1024),
@@ -143,12 +151,15 @@ async def main(requests: int, rounds: int) -> None:
     print("| --- | ---: |")
     for name, run in scenarios.items():
         print(f"| {name} | {measure(run, requests, rounds):.2f} |", flush=True)
-    rig.shared.metrics.flush()
+    rig.shared.tally.flush()
+    if access is not None:
+        access.close()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--access", choices=["off", "json", "text"], default="off")
     args = parser.parse_args()
-    uvloop.run(main(args.requests, args.rounds))
+    uvloop.run(main(args.requests, args.rounds, args.access))

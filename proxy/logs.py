@@ -8,10 +8,11 @@ It knows nothing of what is logged.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
+
+import orjson
 
 from proxy.logwriter import LineWriter, stderr_writer
 
@@ -63,7 +64,7 @@ class JsonFormatter(logging.Formatter):
                 line.setdefault(key, value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return orjson.dumps(line, default=str).decode()
 
 
 class WriterHandler(logging.Handler):
@@ -80,7 +81,7 @@ class WriterHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - a bad log call must never take the caller down
             self.handleError(record)
             return
-        self.writer.write(line + "\n")
+        self.writer.write((line + "\n").encode("utf-8", "backslashreplace"))
 
     def close(self) -> None:
         self.writer.close()

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Final
 
@@ -33,7 +34,7 @@ def report(message: str) -> None:
 
 
 class LineWriter:
-    """Appends lines (each ending in a newline) to standard output, standard error or a file.
+    """Appends lines (UTF-8 bytes, each ending in a newline) to standard output, standard error or a file.
 
     Writes directly (blocking) until `start()`, through its thread from then until `close()`:
     a process starts the thread only after it forks its workers, so none is copied into a child.
@@ -46,9 +47,10 @@ class LineWriter:
         self.label = label or (str(path) if path is not None else {1: "standard output", 2: "standard error"}.get(fd, f"fd {fd}"))
         self._std_fd = fd
         self._fd = -1
-        self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._pending: list[object] = []
+        # deque.append and popleft are atomic: a line costs no lock. The thread clears `_wake`
+        # before it takes lines, so a line appended after that sees it clear and sets it.
+        self._pending: deque[object] = deque()
         self._thread: threading.Thread | None = None
         self._closing = False
         self._failing = False
@@ -56,18 +58,16 @@ class LineWriter:
 
     # --- what callers use ---------------------------------------------------------------------
 
-    def write(self, line: str) -> None:
+    def write(self, line: bytes) -> None:
         if self._thread is None:
             self._write_now([line])
             return
-        with self._lock:
-            pending = self._pending
-            if len(pending) >= MAX_PENDING:
-                self._dropped += 1
-                return
-            pending.append(line)
-            first = len(pending) == 1
-        if first:
+        pending = self._pending
+        if len(pending) >= MAX_PENDING:
+            self._dropped += 1  # a lost count under a race only understates a report
+            return
+        pending.append(line)
+        if not self._wake.is_set():
             self._wake.set()
 
     def reopen(self) -> None:
@@ -78,8 +78,7 @@ class LineWriter:
         if self._thread is None:
             self._reopen()
             return
-        with self._lock:
-            self._pending.append(_REOPEN)
+        self._pending.append(_REOPEN)
         self._wake.set()
 
     def start(self) -> None:
@@ -104,22 +103,24 @@ class LineWriter:
     # --- the writer thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        pending = self._pending
         while True:
             self._wake.wait()
             if not self._closing:
                 time.sleep(LINGER_SECONDS)
-            with self._lock:
-                batch, self._pending = self._pending, []
-                self._wake.clear()
-                dropped, self._dropped = self._dropped, 0
+            self._wake.clear()
+            batch = [pending.popleft() for _ in range(len(pending))]
+            dropped, self._dropped = self._dropped, 0
             if dropped:
                 report(f"{self.label} is not keeping up: {dropped} log line(s) dropped")
             self._write_batch(batch)
-            if self._closing and not self._pending:
+            if pending:
+                self._wake.set()  # appended while this batch was taken: the next round takes them
+            elif self._closing:
                 return
 
     def _write_batch(self, batch: list[object]) -> None:
-        lines: list[str] = []
+        lines: list[bytes] = []
         for item in batch:
             if item is _REOPEN:
                 self._write_now(lines)
@@ -129,10 +130,10 @@ class LineWriter:
                 lines.append(item)  # type: ignore[arg-type]
         self._write_now(lines)
 
-    def _write_now(self, lines: list[str]) -> None:
+    def _write_now(self, lines: list[bytes]) -> None:
         if not lines:
             return
-        data = "".join(lines).encode("utf-8", "backslashreplace")
+        data = b"".join(lines)
         try:
             fd = self._open()
             while data:

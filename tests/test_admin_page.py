@@ -70,6 +70,9 @@ async def test_page_uploads_material_and_shows_every_outcome(page: Any, tmp_path
         await expect(page.locator("#fingerprint")).to_have_text(serving["fingerprint_sha256"])
         await expect(page.locator("#source")).to_contain_text("Self-signed")
         await expect(page.locator("#days-left")).to_contain_text("days left")
+        banner = page.locator("#expiry-banner")
+        await expect(banner).to_contain_text(f"Serving the self-signed default certificate {serving['subject']}")
+        await expect(banner).to_contain_text(serving["fingerprint_sha256"])
         assert await page.evaluate("sessionStorage.getItem('edge-proxy.admin-token')") == admin.token
         assert await page.evaluate("localStorage.length") == 0
 
@@ -85,6 +88,7 @@ async def test_page_uploads_material_and_shows_every_outcome(page: Any, tmp_path
         await expect(result).to_contain_text(upload.fingerprint)
         await expect(page.locator("#fingerprint")).to_have_text(upload.fingerprint)
         await expect(page.locator("#source")).to_contain_text("Uploaded")
+        await expect(banner).to_be_hidden()  # 90 days left: nothing to warn about
         await expect(page.get_by_label("Key", exact=True)).to_have_value("")
         assert (await admin.certificate())["fingerprint_sha256"] == upload.fingerprint
         await page.screenshot(path=str(tmp_path / "admin-page-saved.png"), full_page=True)

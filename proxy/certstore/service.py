@@ -224,7 +224,7 @@ class CertificateService:
             metrics.SWAPS.labels(source).inc()
             metrics.CERT_VERSION.set(snapshot.version)
             audit.swapped(attempt, before, snapshot)
-        else:
+        elif attempt.source != "directory":  # the watcher echoing an upload's own write says nothing
             audit.unchanged(attempt, snapshot)
         if source != "self-signed" and (offer.swapped or (before and before.material.ca_pem != snapshot.material.ca_pem)):
             stored = Material(snapshot.material.cert_pem, snapshot.material.key_pem, snapshot.material.ca_pem)

@@ -289,7 +289,7 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
             self._refuse(e.status)
         exchange = Exchange(self, self._shared, request, pool, 0 if pool is not None else 404)
         if self._access is not None:
-            exchange.log = self._access_entry(parser.get_method(), pool)
+            exchange.log = self._access_entry(parser.get_method(), request.host, pool)
         self._queue.append(exchange)
         self._incoming = exchange
         if len(self._queue) > MAX_QUEUED:
@@ -337,17 +337,12 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
             return
         exchange = Exchange(self, self._shared, _NO_REQUEST, None, status)
         if self._access is not None:
-            exchange.log = self._access_entry(None, None)
+            exchange.log = self._access_entry(None, None, None)
         self._queue.append(exchange)
 
-    def _access_entry(self, method: bytes | None, pool: UpstreamPool | None) -> AccessEntry:
+    def _access_entry(self, method: bytes | None, host: bytes | None, pool: UpstreamPool | None) -> AccessEntry:
         """The access log's record of the request whose head was just read (or refused)."""
         assert self._access is not None
-        host: str | None = None
-        for name, value in self._headers:
-            if len(name) == 4 and name.lower() == b"host":
-                host = value.decode("latin-1")
-                break
         url = self._url
         size = self._head_size + _HEAD_FRAMING + (len(method) if method else 0)
         return AccessEntry(
@@ -355,7 +350,7 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
             self._log_client,
             self._tls_version,
             None if method is None else _METHODS.get(method) or method.decode("latin-1"),
-            host,
+            host.decode("latin-1") if host else None,
             url.decode("utf-8", "backslashreplace") if url else None,
             self._began,
             size,

@@ -76,7 +76,7 @@ class Request:
     Built once per request on the hot path, so its fields are positional: a keyword call costs
     about as much again as setting them."""
 
-    __slots__ = ("chunked", "has_body", "head", "http10", "idempotent", "is_head", "keep_alive", "upgrade")
+    __slots__ = ("chunked", "has_body", "head", "host", "http10", "idempotent", "is_head", "keep_alive", "upgrade")
 
     def __init__(
         self,
@@ -88,6 +88,7 @@ class Request:
         upgrade: bool = False,
         idempotent: bool = False,
         is_head: bool = False,
+        host: bytes = b"",
         /,
     ) -> None:
         self.head = head
@@ -98,6 +99,7 @@ class Request:
         self.upgrade = upgrade
         self.idempotent = idempotent
         self.is_head = is_head
+        self.host = host  # the Host header, or the authority of an absolute-form target
 
 
 # Host values already found valid, with their routing keys: most connections repeat one Host,
@@ -161,6 +163,7 @@ def interpret(
     if facts.host_count > 1 or (facts.host_count == 0 and not http10):
         raise Refused(400)  # RFC 9112 3.2: exactly one Host
     target, path, authority, add_host = split_target(method, url, facts.host)
+    host = authority
     if max_body_bytes and facts.content_length is not None and facts.content_length > max_body_bytes:
         raise Refused(413)
     route = router.match(routing_key(authority) if authority else b"", path)
@@ -182,5 +185,5 @@ def interpret(
             upgrade=upgrade,
         )
     has_body = chunked or bool(facts.content_length)
-    request = Request(head, http10, keep_alive, chunked, has_body, upgrade, method in IDEMPOTENT, method == b"HEAD")
+    request = Request(head, http10, keep_alive, chunked, has_body, upgrade, method in IDEMPOTENT, method == b"HEAD", host)
     return request, route
