@@ -270,3 +270,23 @@ def test_grpc_upstream_problems_name_their_keys() -> None:
         "edge.toml: listeners[0] (web).grpc_upstream: 'nowhere' is not a valid gRPC upstream: "
         "write it as host:port, for example 127.0.0.1:8443",
     )
+
+
+def test_log_section_defaults_to_text_lines_and_no_access_log() -> None:
+    log = parse_config(MINIMAL).log
+    assert (log.format, log.access, log.access_file) == ("text", "off", None)
+
+
+def test_access_file_is_relative_to_the_config_file() -> None:
+    text = MINIMAL + '\n[log]\nformat = "json"\naccess = "json"\naccess_file = "logs/access.log"\n'
+    log = parse_config(text, "edge.toml", Path("/etc/edge")).log
+    assert (log.format, log.access, log.access_file) == ("json", "json", Path("/etc/edge/logs/access.log"))
+
+
+def test_log_section_mistakes_are_named() -> None:
+    text = MINIMAL + '\n[log]\nformat = "yaml"\naccess = true\naccess_fle = "a.log"\n'
+    assert problems_of(text) == (
+        "edge.toml: log.access_fle: unknown key; did you mean 'access_file'?",
+        'edge.toml: log.format: must be "text" or "json", not \'yaml\'',
+        "edge.toml: log.access: must be a string, not true or false True",
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
 from proxy.accesslog import AccessLog
@@ -167,6 +168,19 @@ async def test_relayed_grpc_connection_is_one_line(logged_edge: RunningEdge, grp
     assert line["bytes_in"] > 0 and line["bytes_out"] > 0
     assert line["tls_version"] in ("TLSv1.2", "TLSv1.3")
     assert line["upstream"] == f"{SERVER_IP}:{grpc_up.port}"
+
+
+async def test_grpc_connection_to_an_unreachable_upstream_says_unavailable(tmp_path: Path, up: Upstream) -> None:
+    pki = Pki()
+    log = {"access": "json", "access_file": "access.log"}
+    async with running_edge(tmp_path, http_upstream=up.port, grpc_upstream=free_port(), pki=pki, log=log) as edge:
+        async with pki.grpc_channel(edge.grpc_port) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary(method("Unary"))(b"ping", timeout=WAIT)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        [line] = await lines_where(tmp_path / "access.log", listener="grpc")
+    assert line["status"] == "UNAVAILABLE" and line["reason"] == "upstream_unreachable"
+    assert line["streams"] >= 1
 
 
 async def test_redirect_is_one_line(logged_edge: RunningEdge) -> None:
