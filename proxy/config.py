@@ -148,6 +148,8 @@ class HttpsListenerConfig(_Listener):
     # library) are relayed there, everyone else gets HTTP/1.1.
     grpc_upstream: GrpcUpstream | None = None
     max_connection_age: float = 300.0  # of the connections relayed to grpc_upstream
+    # With it, ALPN offers h2 first and HTTP/2 connections get the HTTP/2 engine (proxy.h2).
+    http2: bool = False
     protocol: Literal["https"] = "https"
 
 
@@ -439,7 +441,7 @@ def _grpc_upstream(
 
 
 _LISTENER_KEYS = {
-    "https": {"routes", "upstream", "grpc_upstream", "grpc_upstream_ca", "max_connection_age", *_LIMIT_KEYS},
+    "https": {"routes", "upstream", "grpc_upstream", "grpc_upstream_ca", "max_connection_age", "http2", *_LIMIT_KEYS},
     "grpc": {"upstream", "upstream_ca", "max_connection_age", *_LIMIT_KEYS},
     "http-redirect": {"redirect_port"},
 }
@@ -469,7 +471,8 @@ def _listener(table: Mapping[str, Any], i: int, server: ServerConfig, base: Path
         if "max_connection_age" in table and "grpc_upstream" not in table:
             p.add(f"{path}.max_connection_age", "applies only with a grpc_upstream (to the gRPC connections on this port)")
         age = _connection_age(table, path, p)
-        return HttpsListenerConfig(name, listen, limits, routes=routes, grpc_upstream=grpc_upstream, max_connection_age=age)
+        http2 = bool(_get(table, "http2", bool, path, p, False))
+        return HttpsListenerConfig(name, listen, limits, routes=routes, grpc_upstream=grpc_upstream, max_connection_age=age, http2=http2)
     if protocol == "grpc":
         age = _connection_age(table, path, p)
         upstream = _grpc_upstream(table, path, base, p)

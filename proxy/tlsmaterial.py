@@ -30,7 +30,9 @@ H2_ALPN: Alpn = ("h2",)
 # HTTPS and gRPC on one port. OpenSSL picks the server's first protocol that the client offers:
 # browsers, curl and API clients offer both and get HTTP/1.1; gRPC clients offer only h2.
 ONE_PORT_ALPN: Alpn = ("http/1.1", "h2")
-ALPN_LISTS: tuple[Alpn, ...] = (HTTPS_ALPN, H2_ALPN, ONE_PORT_ALPN)
+# `http2 = true`: HTTP/2 first, for browsers and API clients too (RFC 9113 3.2).
+HTTP2_ALPN: Alpn = ("h2", "http/1.1")
+ALPN_LISTS: tuple[Alpn, ...] = (HTTPS_ALPN, H2_ALPN, ONE_PORT_ALPN, HTTP2_ALPN)
 
 
 @dataclass(frozen=True, slots=True)
