@@ -44,3 +44,66 @@ async def test_curl_gets_a_streamed_response_over_http2(tmp_path: Path) -> None:
         version, body = await curl(edge.port, edge.pki, tmp_path, "/bytes/2000000?framing=chunked")
         assert version == "2 200"
         assert body == b"x" * 2_000_000
+
+
+async def test_cookie_crumbs_are_joined_and_authority_is_the_host() -> None:
+    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge:
+        client = await H2Client.connect(edge.port, edge.pki)
+        sid = client.request("/echo-headers", extra=[("cookie", "a=1"), ("cookie", "b=2"), ("x-thing", "y")])
+        answer = await client.answer(sid)
+        await client.close()
+    assert answer.status == 200
+    headers = {k.lower(): v for k, v in json.loads(answer.body)["headers"]}
+    assert headers["cookie"] == "a=1; b=2"
+    assert headers["host"] == SERVER_NAME
+    assert headers["x-thing"] == "y"
+
+
+async def test_a_body_without_content_length_goes_upstream_chunked_and_trailers_are_dropped() -> None:
+    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge:
+        client = await H2Client.connect(edge.port, edge.pki)
+        sid = client.open("/upload")
+        client.h2.send_data(sid, b"a" * 1000)
+        client.h2.send_headers(sid, [("x-trailer", "1")], end_stream=True)
+        client.flush()
+        answer = await client.answer(sid)
+        await client.close()
+    assert answer.status == 200
+    assert json.loads(answer.body)["received"] == 1000
+    assert json.loads(answer.body)["framing"] == "chunked"
+
+
+async def test_no_route_404_unreachable_502_and_large_bodies_413() -> None:
+    slow = {"max_body_bytes": 1000}
+    async with upstream() as web, running_listener(https(route(web.port, "/app/"), route(1, "/down/"), http2=True, **slow)) as edge:
+        client = await H2Client.connect(edge.port, edge.pki)
+        missing = client.request("/nothing")
+        down = client.request("/down/x")
+        declared = client.request("/app/upload", "POST", [("content-length", "5000")], body=b"z" * 5000)
+        streamed = client.request("/app/upload", "POST", body=b"z" * 5000)
+        answers = {sid: await client.answer(sid) for sid in (missing, down, declared, streamed)}
+        await client.close()
+    assert answers[missing].status == 404
+    assert answers[down].status == 502
+    assert answers[declared].status == 413
+    assert answers[streamed].status == 413
+
+
+async def test_upstream_timeout_gives_504() -> None:
+    async with upstream() as web, running_listener(https(route(web.port), http2=True, upstream_timeout=0.5)) as edge:
+        client = await H2Client.connect(edge.port, edge.pki)
+        sid = client.request("/sleep/3")
+        answer = await client.answer(sid)
+        await client.close()
+    assert answer.status == 504
+
+
+async def test_grpc_without_grpc_upstream_gets_trailers_only_unimplemented() -> None:
+    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge:
+        client = await H2Client.connect(edge.port, edge.pki)
+        sid = client.request("/pkg.Service/Method", "POST", [("content-type", "application/grpc+proto"), ("te", "trailers")])
+        answer = await client.answer(sid)
+        await client.close()
+    assert answer.status == 200
+    assert answer.headers["grpc-status"] == "12"
+    assert web.seen == []

@@ -317,13 +317,13 @@ class H2Server(asyncio.Protocol):
         sid = event.stream_id
         headers: Headers = event.headers  # bytes: header_encoding is None
         if self._going_away:
-            self._h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self.reset(sid, ErrorCodes.REFUSED_STREAM)
             return
         end_stream = event.stream_ended is not None
         if is_grpc(headers):
             self._h2.send_headers(sid, _GRPC_UNAVAILABLE if self._grpc_relayed else _GRPC_UNIMPLEMENTED, end_stream=True)
             if not end_stream:
-                self._h2.reset_stream(sid, ErrorCodes.NO_ERROR)
+                self.reset(sid, ErrorCodes.NO_ERROR)
             self._shared.tally.request(200)
             return
         shared = self._shared
@@ -334,7 +334,7 @@ class H2Server(asyncio.Protocol):
         except Refused as e:
             shared.tally.error("bad_request")
             if e.status == 400:  # malformed (RFC 9113 8.1.1): a stream error, nothing is forwarded
-                self._h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+                self.reset(sid, ErrorCodes.PROTOCOL_ERROR)
                 return
             stream = Stream(self, shared, sid, _NO_REQUEST, None, e.status)
         else:
@@ -347,7 +347,7 @@ class H2Server(asyncio.Protocol):
         stream = self._streams.get(sid)
         size = event.flow_controlled_length
         if stream is None:
-            self._h2.acknowledge_received_data(size, sid) if size else None
+            self.acknowledge(sid, size)
             return
         data = event.data
         limit = self._shared.limits.max_body_bytes
@@ -357,7 +357,7 @@ class H2Server(asyncio.Protocol):
                 self._shared.tally.error("bad_request")
                 stream.request_body(b"", 0)
                 stream.request_too_large()
-                self._h2.acknowledge_received_data(size, sid)
+                self.acknowledge(sid, size)
                 return
         stream.request_body(data, size)
 

@@ -17,6 +17,7 @@ from typing import cast
 from proxy.config import HttpsListenerConfig, HttpUpstream
 from proxy.connections import Shared
 from proxy.h2.connection import H2Server
+from proxy.h2.first import FirstRequest
 from proxy.h2relay.connection import ClientSide, RelayTarget
 from proxy.h2relay.upstream import relay_target
 from proxy.http1.client import ClientConnection
@@ -81,8 +82,11 @@ class AlpnSwitch(asyncio.Protocol):
         engine: asyncio.Protocol
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
             engine = ClientConnection(self._shared, self._router)
+        elif self._http2 and self._target is not None:
+            shared, router, target = self._shared, self._router, self._target
+            engine = FirstRequest(shared.loop, lambda: H2Server(shared, router, grpc_relayed=True), lambda: ClientSide(shared, target))
         elif self._http2:
-            engine = H2Server(self._shared, self._router, grpc_relayed=self._target is not None)
+            engine = H2Server(self._shared, self._router)
         elif self._target is not None:
             engine = ClientSide(self._shared, self._target)
         else:

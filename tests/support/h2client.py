@@ -7,6 +7,7 @@ Nothing here knows what a test asserts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -104,6 +105,13 @@ class H2Client:
         self.flush()
         return sid
 
+    def open(self, path: str = "/", method: str = "POST", extra: Headers = ()) -> int:  # type: ignore[assignment]
+        """A request whose body the caller sends (h2.send_data, trailers, ...)."""
+        sid = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(sid, self.headers(path, method, extra))
+        self.answers[sid] = Answer()
+        return sid
+
     def flush(self) -> None:
         data = self.h2.data_to_send()
         if data and not self.writer.is_closing():
@@ -158,7 +166,5 @@ class H2Client:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
