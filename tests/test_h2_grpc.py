@@ -26,7 +26,9 @@ async def test_grpcio_reaches_grpc_upstream_on_the_http2_port_beside_http2_reque
                 assert reply == b"hello"
                 with pytest.raises(grpc.aio.AioRpcError) as failed:
                     await channel.unary_unary(method("Fail"))(b"x", timeout=10)
-                assert failed.value.code() != grpc.StatusCode.OK
+                assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+                assert failed.value.details() == "no such thing: x"
+                assert ("x-reason", "gone") in [tuple(m) for m in failed.value.trailing_metadata() or ()]
                 bidi = channel.stream_stream(method("Bidi"))()
                 for word in (b"a", b"b", b"c"):
                     await bidi.write(word)
@@ -40,9 +42,8 @@ async def test_grpcio_reaches_grpc_upstream_on_the_http2_port_beside_http2_reque
 
 
 async def test_grpcio_without_grpc_upstream_gets_unimplemented() -> None:
-    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge:
-        async with edge.pki.grpc_channel(edge.port) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as failed:
-                await channel.unary_unary(GRPC_UNARY)(b"hello", timeout=10)
+    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge, edge.pki.grpc_channel(edge.port) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await channel.unary_unary(GRPC_UNARY)(b"hello", timeout=10)
     assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert web.seen == []
