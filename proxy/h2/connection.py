@@ -21,6 +21,7 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    Event,
     PingReceived,
     RemoteSettingsChanged,
     RequestReceived,
@@ -152,6 +153,9 @@ class H2Server(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        now = self._loop.time()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._resets, self._control = now, 0, 0
         try:
             events = self._h2.receive_data(data)
         except ProtocolError as e:  # h2 has queued the GOAWAY naming the error
@@ -159,6 +163,20 @@ class H2Server(asyncio.Protocol):
             log.debug("%s: HTTP/2 protocol error from %s: %s", self._shared.name, self._client_ip.decode(), e)
             self._end()
             return
+        try:
+            self._handle(events)
+        except H2Error as e:  # a state h2 refuses to act on: end the connection, never raise
+            log.debug("%s: HTTP/2 connection from %s ended: %s", self._shared.name, self._client_ip.decode(), e)
+            self._send_goaway(ErrorCodes.INTERNAL_ERROR, self._h2.highest_inbound_stream_id)
+            self._end()
+            return
+        if self._abusive():
+            return
+        self._flush()
+        if self._going_away and not self._streams:
+            self.close()
+
+    def _handle(self, events: list[Event]) -> None:
         for event in events:
             kind = type(event)
             if kind is RequestReceived:
@@ -183,11 +201,6 @@ class H2Server(asyncio.Protocol):
             starting, self._starting = self._starting, []
             for stream in starting:
                 stream.start()
-        if self._abusive():
-            return
-        self._flush()
-        if self._going_away and not self._streams:
-            self.close()
 
     def eof_received(self) -> bool:
         return False
@@ -215,8 +228,15 @@ class H2Server(asyncio.Protocol):
     # --- H2Link: what streams use -------------------------------------------------------------------
 
     def send_head(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        try:
             self._h2.send_headers(stream_id, headers, end_stream=end_stream)
+        except H2Error:  # the client reset the stream, or sent GOAWAY (h2 then sends nothing more)
+            stream = self._streams.get(stream_id)
+            if stream is not None:
+                stream.client_reset()
+                self._forget(stream)
 
     def send_body(self, stream: Stream) -> None:
         if self._closed:
@@ -321,7 +341,7 @@ class H2Server(asyncio.Protocol):
             return
         end_stream = event.stream_ended is not None
         if is_grpc(headers):
-            self._h2.send_headers(sid, _GRPC_UNAVAILABLE if self._grpc_relayed else _GRPC_UNIMPLEMENTED, end_stream=True)
+            self.send_head(sid, _GRPC_UNAVAILABLE if self._grpc_relayed else _GRPC_UNIMPLEMENTED, True)
             if not end_stream:
                 self.reset(sid, ErrorCodes.NO_ERROR)
             self._shared.tally.request(200)
@@ -388,10 +408,6 @@ class H2Server(asyncio.Protocol):
 
     def _abusive(self) -> bool:
         """Past a flood limit, or not reading its own output: GOAWAY ENHANCE_YOUR_CALM, closed."""
-        now = self._loop.time()
-        if now - self._window_start >= 1.0:
-            self._window_start, self._resets, self._control = now, 0, 0
-            return False
         transport = self.transport
         backlog = transport is not None and self._writing_paused and transport.get_write_buffer_size() > MAX_WRITE_BACKLOG
         if self._resets <= MAX_RESETS_PER_SECOND and self._control <= MAX_CONTROL_PER_SECOND and not backlog:
