@@ -82,6 +82,7 @@ class H2Server(asyncio.Protocol):
         "_client_ip",
         "_closed",
         "_control",
+        "_flush_pending",
         "_going_away",
         "_grpc_relayed",
         "_h2",
@@ -111,6 +112,7 @@ class H2Server(asyncio.Protocol):
         self._blocked: dict[Stream, float] = {}  # streams waiting for the client's window, since
         self._client_ip = b""
         self._closed = False
+        self._flush_pending = False
         self._going_away = False
         self._writing_paused = False
         self._idle_since = 0.0
@@ -273,7 +275,7 @@ class H2Server(asyncio.Protocol):
             stream.client_reset()
             self._forget(stream)
             return
-        self._flush()
+        self._flush_soon()
         if not out:
             self._blocked.pop(stream, None)
             if stream.end_sent:
@@ -287,7 +289,7 @@ class H2Server(asyncio.Protocol):
                 self._h2.acknowledge_received_data(size, stream_id)
             except H2Error:
                 return
-            self._flush()
+            self._flush_soon()
 
     def reset(self, stream_id: int, code: int) -> None:
         if self._closed:
@@ -296,7 +298,7 @@ class H2Server(asyncio.Protocol):
             self._h2.reset_stream(stream_id, code)
         except H2Error:
             return
-        self._flush()
+        self._flush_soon()
 
     def stream_done(self, stream: Stream) -> None:
         self._forget(stream)
@@ -441,6 +443,18 @@ class H2Server(asyncio.Protocol):
     def _flush(self) -> None:
         if not self._closed:
             self._flush_raw()
+
+    def _flush_soon(self) -> None:
+        """Write what h2 has queued once this turn of the event loop is over: the answers of many
+        streams, each arriving from its own upstream connection, then go out in one TLS write
+        instead of one each (a TLS record and a send per write were a sixth of the CPU)."""
+        if not self._flush_pending and not self._closed:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
+        self._flush()
 
     def _flush_raw(self) -> None:
         data = self._h2.data_to_send()
