@@ -200,3 +200,32 @@ async def test_any_frame_sequence_gets_answers_resets_or_goaway(
         await fresh.close()
     assert answer.status == 200
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [("content-length", "3"), ("content-length", "3")],
+        [("content-length", "+3")],
+        [("host", "other.example")],
+    ],
+)
+async def test_requests_a_proxy_cannot_forward_unambiguously_are_refused(extra: list[tuple[str, str]]) -> None:
+    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge:
+        client = await H2Client.connect(edge.port, edge.pki, validate=False)
+        sid = client.request("/echo-headers", "POST", extra=extra, body=b"abc")
+        answer = await client.answer(sid)
+        fine = await client.answer(client.request("/echo-headers"))
+        await client.close()
+    assert answer.reset == ErrorCodes.PROTOCOL_ERROR or client.goaway == ErrorCodes.PROTOCOL_ERROR
+    assert web.seen == [] or (fine.status == 200 and web.seen == ["/echo-headers"])
+
+
+async def test_a_request_without_authority_is_refused() -> None:
+    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge:
+        client = await H2Client.connect(edge.port, edge.pki, validate=False)
+        sid = client.send_headers([(":method", "GET"), (":scheme", "https"), (":path", "/")])
+        answer = await client.answer(sid)
+        await client.close()
+    assert answer.reset == ErrorCodes.PROTOCOL_ERROR or client.goaway == ErrorCodes.PROTOCOL_ERROR
+    assert web.seen == []

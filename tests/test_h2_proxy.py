@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.errors import ConfigError
+from tests.support.config import Table, edge_config, parse
 from tests.support.h2client import H2Client, curl, curl_available
 from tests.support.listeners import https, route, running_listener
 from tests.support.pki import SERVER_NAME
@@ -107,3 +109,22 @@ async def test_grpc_without_grpc_upstream_gets_trailers_only_unimplemented() -> 
     assert answer.status == 200
     assert answer.headers["grpc-status"] == "12"
     assert web.seen == []
+
+
+async def test_http11_clients_keep_http11_on_an_http2_port(tmp_path: Path) -> None:
+    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge:
+        version, body = await curl(edge.port, edge.pki, tmp_path, "/echo-headers", "--http1.1")
+    assert version == "1.1 200"
+    assert json.loads(body)["path"] == "/echo-headers"
+
+
+def test_http2_is_off_by_default_and_must_be_true_or_false() -> None:
+    def with_web(**keys: object) -> Table:
+        config = edge_config(http_upstream=8081, grpc_upstream=50051)
+        config["listeners"][0].update(keys)
+        return config
+
+    assert parse(with_web()).listeners[0].http2 is False  # type: ignore[union-attr]
+    assert parse(with_web(http2=True)).listeners[0].http2 is True  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"http2.*true or false"):
+        parse(with_web(http2="yes"))

@@ -105,6 +105,14 @@ class H2Client:
         self.flush()
         return sid
 
+    def send_headers(self, headers: Headers, *, end_stream: bool = True) -> int:
+        """A request of exactly these fields, pseudo-headers included."""
+        sid = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(sid, headers, end_stream=end_stream)
+        self.answers[sid] = Answer()
+        self.flush()
+        return sid
+
     def open(self, path: str = "/", method: str = "POST", extra: Headers = ()) -> int:  # type: ignore[assignment]
         """A request whose body the caller sends (h2.send_data, trailers, ...)."""
         sid = self.h2.get_next_available_stream_id()
