@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.browser import chromium_page
 from tests.support.edge import MISMATCHED_KEY, new_upload, running_admin
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    async with chromium_page(viewport={"width": 1280, "height": 900}) as page:
-        yield page
 
 
 async def test_page_uploads_material_and_shows_every_outcome(page: Any, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.support.browser import chromium_page
+from tests.support.browser import browser_page
 from tests.support.listeners import https, route, running_listener
 from tests.support.pki import SERVER_IP
 from tests.support.web import upstream
@@ -19,7 +19,7 @@ async def test_chromium_reports_the_protocol_it_got(http2: bool, protocol: str) 
     async with (
         upstream() as web,
         running_listener(https(route(web.port), http2=http2)) as edge,
-        chromium_page(ignore_https_errors=True) as page,
+        browser_page(ignore_https_errors=True) as page,
     ):
         response = await page.goto(f"https://{SERVER_IP}:{edge.port}/echo-headers/page")
         assert response is not None and response.status == 200

@@ -1,5 +1,5 @@
-"""Headless Chromium for the tests, as a user's browser: Debian's chromium driven by Playwright
-(Playwright cannot download its own browser here).
+"""A real headless Chromium (Debian's package) driven by Playwright, for the tests of what a
+browser sees: the admin page, a page loaded through an HTTPS listener.
 
 Nothing here knows what a test asserts.
 """
@@ -37,16 +37,16 @@ def chromium_path() -> str:
 
 
 @asynccontextmanager
-async def chromium_page(*args: str, **context_options: Any) -> AsyncIterator[Any]:
-    """A page in a fresh headless Chromium; `args` are added to its command line, and
-    `context_options` go to Playwright's `new_context`."""
+async def browser_page(*, ignore_https_errors: bool = False) -> AsyncIterator[Any]:
+    """A new page in a new headless Chromium; `ignore_https_errors` for an edge whose test CA the
+    browser does not know."""
     executable = chromium_path()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=[*CHROMIUM_ARGS, *args])
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
-            context = await browser.new_context(**context_options)
+            context = await browser.new_context(viewport={"width": 1280, "height": 900}, ignore_https_errors=ignore_https_errors)
             yield await context.new_page()
         finally:
             await browser.close()
