@@ -13,9 +13,14 @@ import pytest
 from h2.errors import ErrorCodes
 from h2.events import RemoteSettingsChanged
 from h2.settings import SettingCodes
+from httptools import HttpRequestParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from proxy.config import HttpUpstream, Route
+from proxy.h2.request import interpret_h2
+from proxy.http1.request import Refused
+from proxy.http1.routing import Router
 from tests.support.h2client import H2Client
 from tests.support.listeners import https, route, running_listener
 from tests.support.web import upstream
@@ -229,3 +234,41 @@ async def test_a_request_without_authority_is_refused() -> None:
         await client.close()
     assert answer.reset == ErrorCodes.PROTOCOL_ERROR or client.goaway == ErrorCodes.PROTOCOL_ERROR
     assert web.seen == []
+
+
+_NAMES = st.sampled_from(
+    [":method", ":path", ":authority", ":scheme", ":protocol", "host", "cookie", "content-length", "x-forwarded-for", "connection", "a"]
+)
+_VALUES = st.one_of(
+    st.sampled_from(["GET", "POST", "CONNECT", "/", "*", "/a?b", "http://x/", "edge.example", "EDGE.example:8443", "[::1]", "5", "+5"]),
+    st.binary(max_size=12).map(lambda b: b.decode("latin-1")),
+)
+
+
+@settings(max_examples=int(os.environ.get("EDGE_FUZZ_EXAMPLES", "150")), deadline=None)
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8), st.booleans())
+def test_any_request_head_gives_one_clean_http11_head_or_a_refusal(fields: list[tuple[str, str]], end_stream: bool) -> None:
+    """What h2 passes on is turned into a request the upstream reads as one request with one
+    Host, or refused with our typed error; never anything else."""
+    router: Router[str] = Router([Route(upstream=HttpUpstream("http", "127.0.0.1", 8081))], lambda upstream: "pool")
+    headers = [(n.encode(), v.encode("latin-1")) for n, v in fields]
+    try:
+        request, pool = interpret_h2(headers, router, end_stream=end_stream, client_ip=b"127.0.0.1", max_body_bytes=1000)
+    except Refused as e:
+        assert e.status in (400, 405, 413)
+        return
+    assert pool == "pool"
+    parsed: list[tuple[bytes, bytes]] = []
+    done: list[bool] = []
+
+    class Sink:
+        def on_header(self, name: bytes, value: bytes) -> None:
+            parsed.append((name.lower(), value))
+
+        def on_headers_complete(self) -> None:
+            done.append(True)
+
+    parser = HttpRequestParser(Sink())
+    parser.feed_data(request.head)
+    assert done == [True]
+    assert [n for n, _ in parsed].count(b"host") == 1

@@ -128,3 +128,15 @@ def test_http2_is_off_by_default_and_must_be_true_or_false() -> None:
     assert parse(with_web(http2=True)).listeners[0].http2 is True  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match=r"http2.*true or false"):
         parse(with_web(http2="yes"))
+
+
+async def test_head_and_204_answers_end_the_stream_without_a_body() -> None:
+    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge:
+        client = await H2Client.connect(edge.port, edge.pki)
+        head = await client.answer(client.request("/bytes/5000", "HEAD"))
+        empty = await client.answer(client.request("/status/204"))
+        after = await client.answer(client.request("/bytes/10"))
+        await client.close()
+    assert head.status == 200 and head.headers["content-length"] == "5000" and head.body == b"" and head.ended
+    assert empty.status == 204 and empty.body == b"" and empty.ended
+    assert after.status == 200 and after.body == b"x" * 10
