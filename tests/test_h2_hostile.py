@@ -185,7 +185,9 @@ async def pinged_or_ended(client: H2Client, timeout: float = 10.0) -> str:
 
 
 @settings(
-    max_examples=int(os.environ.get("EDGE_H2_FRAME_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("EDGE_H2_FRAME_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(frames=_FRAMES, with_request=st.booleans())
 async def test_any_frame_sequence_gets_answers_resets_or_goaway(
