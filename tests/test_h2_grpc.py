@@ -47,3 +47,16 @@ async def test_grpcio_without_grpc_upstream_gets_unimplemented() -> None:
             await channel.unary_unary(GRPC_UNARY)(b"hello", timeout=10)
     assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert web.seen == []
+
+
+async def test_a_grpc_call_on_a_connection_that_began_with_http_gets_unavailable_naming_why() -> None:
+    async with upstream() as web, running_upstream() as echo:
+        table = https(route(web.port), http2=True, grpc_upstream=f"{SERVER_IP}:{echo.port}")
+        async with running_listener(table) as edge:
+            client = await H2Client.connect(edge.port, edge.pki)
+            first = await client.answer(client.request("/echo-headers"))
+            call = await client.answer(client.request(GRPC_UNARY, "POST", [("content-type", "application/grpc"), ("te", "trailers")]))
+            await client.close()
+    assert first.status == 200
+    assert call.headers["grpc-status"] == "14" and "connection" in call.headers["grpc-message"]
+    assert echo.seen_metadata == []
