@@ -4,6 +4,7 @@ gets UNIMPLEMENTED from the edge."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
@@ -13,6 +14,7 @@ from tests.support.grpc_echo import GRPC_UNARY, method, running_upstream
 from tests.support.h2client import H2Client
 from tests.support.listeners import https, route, running_listener
 from tests.support.pki import SERVER_IP
+from tests.support.probes import eventually, free_port
 from tests.support.web import upstream
 
 
@@ -49,14 +51,50 @@ async def test_grpcio_without_grpc_upstream_gets_unimplemented() -> None:
     assert web.seen == []
 
 
-async def test_a_grpc_call_on_a_connection_that_began_with_http_gets_unavailable_naming_why() -> None:
+def grpc_message(payload: bytes) -> bytes:
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+GRPC_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
+
+
+async def test_grpc_calls_after_http_requests_on_one_connection_reach_grpc_upstream() -> None:
     async with upstream() as web, running_upstream() as echo:
         table = https(route(web.port), http2=True, grpc_upstream=f"{SERVER_IP}:{echo.port}")
         async with running_listener(table) as edge:
             client = await H2Client.connect(edge.port, edge.pki)
             first = await client.answer(client.request("/echo-headers"))
-            call = await client.answer(client.request(GRPC_UNARY, "POST", [("content-type", "application/grpc"), ("te", "trailers")]))
+            ok = client.request(GRPC_UNARY, "POST", [*GRPC_HEADERS, ("x-user", "u2"), ("grpc-timeout", "5S")], body=grpc_message(b"hi"))
+            failing = client.request(method("Fail"), "POST", GRPC_HEADERS, body=grpc_message(b"it"))
+            big = client.open(GRPC_UNARY, "POST", GRPC_HEADERS)
+            await client.send_all(big, grpc_message(b"z" * 300_000))
+            answers = {sid: await client.answer(sid) for sid in (ok, failing, big)}
+            hanging = client.request(method("Hang"), "POST", GRPC_HEADERS, body=grpc_message(b"wait"))
+            await eventually(lambda: len(echo.seen_metadata) == 3)  # unary twice, then the hanging call
+            client.h2.reset_stream(hanging, 8)  # CANCEL
+            client.flush()
+            await asyncio.wait_for(echo.cancelled.wait(), 10)
             await client.close()
     assert first.status == 200
-    assert call.headers["grpc-status"] == "14" and "connection" in call.headers["grpc-message"]
-    assert echo.seen_metadata == []
+    assert answers[ok].status == 200 and bytes(answers[ok].body) == grpc_message(b"hi")
+    assert answers[ok].trailers["grpc-status"] == "0"
+    assert ("x-user", "u2") in [tuple(m) for m in echo.seen_metadata[0]]
+    assert echo.deadlines[0] is not None and 0 < echo.deadlines[0] <= 5
+    status = answers[failing].trailers or answers[failing].headers  # trailers-only: one HEADERS
+    assert status["grpc-status"] == "5"
+    assert status["grpc-message"] == "no such thing: it"
+    assert status["x-reason"] == "gone" and status["grpc-status-details-bin"]
+    assert bytes(answers[big].body) == grpc_message(b"z" * 300_000)
+
+
+async def test_a_grpc_call_on_an_http_connection_gets_unavailable_when_the_upstream_is_down() -> None:
+    async with upstream() as web:
+        table = https(route(web.port), http2=True, grpc_upstream=f"{SERVER_IP}:{free_port()}")
+        async with running_listener(table) as edge:
+            client = await H2Client.connect(edge.port, edge.pki)
+            first = await client.answer(client.request("/echo-headers"))
+            call = await client.answer(client.request(GRPC_UNARY, "POST", GRPC_HEADERS, body=grpc_message(b"hi")))
+            again = await client.answer(client.request("/echo-headers"))
+            await client.close()
+    assert first.status == 200 and again.status == 200
+    assert call.headers["grpc-status"] == "14"

@@ -34,8 +34,10 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from proxy.connections import Shared
+from proxy.h2.grpc import GrpcCall, GrpcUpstreamLink
 from proxy.h2.request import interpret_h2, is_grpc
-from proxy.h2.stream import Stream
+from proxy.h2.stream import Answering, Stream
+from proxy.h2relay.connection import RelayTarget
 from proxy.http1.request import Refused, Request
 from proxy.http1.routing import Router
 from proxy.http1.upstream import UpstreamPool
@@ -66,12 +68,6 @@ _GRPC_UNIMPLEMENTED: Headers = [
     (b"grpc-status", b"12"),
     (b"grpc-message", b"edge-proxy: no gRPC upstream on this port"),
 ]
-_GRPC_UNAVAILABLE: Headers = [
-    (b":status", b"200"),
-    (b"content-type", b"application/grpc"),
-    (b"grpc-status", b"14"),
-    (b"grpc-message", b"edge-proxy: gRPC goes to the upstream on connections that begin with a gRPC call"),
-]
 
 
 class H2Server(asyncio.Protocol):
@@ -84,7 +80,8 @@ class H2Server(asyncio.Protocol):
         "_control",
         "_flush_pending",
         "_going_away",
-        "_grpc_relayed",
+        "_grpc",
+        "_grpc_link",
         "_h2",
         "_handshake_timer",
         "_idle_since",
@@ -100,16 +97,17 @@ class H2Server(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, shared: Shared, router: Router[UpstreamPool], *, grpc_relayed: bool = False) -> None:
+    def __init__(self, shared: Shared, router: Router[UpstreamPool], *, grpc: RelayTarget | None = None) -> None:
         self._shared = shared
         self._router = router
-        self._grpc_relayed = grpc_relayed  # the port has a grpc_upstream (for the answer's wording)
+        self._grpc = grpc
+        self._grpc_link: GrpcUpstreamLink | None = None
         self._loop = shared.loop
         self.transport: asyncio.Transport | None = None
         self._h2 = H2Connection(_CONFIG)
-        self._streams: dict[int, Stream] = {}
-        self._starting: list[Stream] = []
-        self._blocked: dict[Stream, float] = {}  # streams waiting for the client's window, since
+        self._streams: dict[int, Answering] = {}
+        self._starting: list[Answering] = []
+        self._blocked: dict[Answering, float] = {}  # streams waiting for the client's window, since
         self._client_ip = b""
         self._closed = False
         self._flush_pending = False
@@ -219,6 +217,8 @@ class H2Server(asyncio.Protocol):
         self._blocked.clear()
         for stream in streams.values():
             stream.client_reset()
+        if self._grpc_link is not None:
+            self._grpc_link.close()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -240,7 +240,7 @@ class H2Server(asyncio.Protocol):
                 stream.client_reset()
                 self._forget(stream)
 
-    def send_body(self, stream: Stream) -> None:
+    def send_body(self, stream: Answering) -> None:
         if self._closed:
             return
         h2 = self._h2
@@ -258,8 +258,9 @@ class H2Server(asyncio.Protocol):
                     if len(chunk) <= size:
                         out.popleft()
                         stream.out_size -= len(chunk)
-                        h2.send_data(sid, chunk, end_stream=not out and stream.end_pending)
-                        if not out and stream.end_pending:
+                        last = not out and stream.end_pending and stream.trailers is None
+                        h2.send_data(sid, chunk, end_stream=last)
+                        if last:
                             stream.end_sent = True
                     else:
                         h2.send_data(sid, chunk[:size])
@@ -269,7 +270,10 @@ class H2Server(asyncio.Protocol):
             if out:
                 self._blocked.setdefault(stream, self._loop.time())
             elif stream.end_pending and not stream.end_sent:
-                h2.end_stream(sid)
+                if stream.trailers is not None:
+                    h2.send_headers(sid, stream.trailers, end_stream=True)
+                else:
+                    h2.end_stream(sid)
                 stream.end_sent = True
         except H2Error:  # the client reset or closed the stream meanwhile
             stream.client_reset()
@@ -300,7 +304,7 @@ class H2Server(asyncio.Protocol):
             return
         self._flush_soon()
 
-    def stream_done(self, stream: Stream) -> None:
+    def stream_done(self, stream: Answering) -> None:
         self._forget(stream)
         if not self._streams:
             self._idle_since = self._loop.time()
@@ -342,13 +346,20 @@ class H2Server(asyncio.Protocol):
             self.reset(sid, ErrorCodes.REFUSED_STREAM)
             return
         end_stream = event.stream_ended is not None
-        if is_grpc(headers):
-            self.send_head(sid, _GRPC_UNAVAILABLE if self._grpc_relayed else _GRPC_UNIMPLEMENTED, True)
-            if not end_stream:
-                self.reset(sid, ErrorCodes.NO_ERROR)
-            self._shared.tally.request(200)
-            return
         shared = self._shared
+        if is_grpc(headers):
+            if self._grpc is None:
+                self.send_head(sid, _GRPC_UNIMPLEMENTED, True)
+                if not end_stream:
+                    self.reset(sid, ErrorCodes.NO_ERROR)
+                shared.tally.request(200)
+                return
+            if self._grpc_link is None:
+                self._grpc_link = GrpcUpstreamLink(shared, self._grpc)
+            call = GrpcCall(self, shared, sid, headers, end_stream, self._grpc_link)
+            self._streams[sid] = call
+            self._starting.append(call)
+            return
         try:
             request, pool = interpret_h2(
                 headers, self._router, end_stream=end_stream, client_ip=self._client_ip, max_body_bytes=shared.limits.max_body_bytes
@@ -404,7 +415,7 @@ class H2Server(asyncio.Protocol):
             if one is not None and one in self._blocked:
                 self.send_body(one)
 
-    def _forget(self, stream: Stream) -> None:
+    def _forget(self, stream: Answering) -> None:
         self._streams.pop(stream.stream_id, None)
         self._blocked.pop(stream, None)
 

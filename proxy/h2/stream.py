@@ -32,14 +32,39 @@ REQUEST_BUFFER_HIGH = 256 * 1024
 _STATUS = {s: str(s).encode() for s in range(100, 600)}
 
 
+class Answering(Protocol):
+    """What the connection sees of a request it serves: a `Stream` to an HTTP/1.1 upstream, or a
+    gRPC call (`proxy.h2.grpc.GrpcCall`)."""
+
+    stream_id: int
+    out: deque[bytes]  # response bytes waiting for the client's window
+    out_size: int
+    end_pending: bool  # the response is complete once `out` (and `trailers`) are sent
+    end_sent: bool
+    trailers: Headers | None
+    finished: bool
+    head_deadline: float
+    discard: bool  # no max_body_bytes accounting (answered already, or gRPC)
+    body_seen: int
+
+    def start(self) -> None: ...
+    def request_body(self, data: bytes, flow_size: int) -> None: ...
+    def request_end(self) -> None: ...
+    def request_too_large(self) -> None: ...
+    def client_reset(self) -> None: ...
+    def window_opened(self) -> None: ...
+    def sent_all(self) -> None: ...
+    def head_timed_out(self) -> None: ...
+
+
 class H2Link(Protocol):
     """What a stream needs from its HTTP/2 connection."""
 
     def send_head(self, stream_id: int, headers: Headers, end_stream: bool) -> None: ...
-    def send_body(self, stream: Stream) -> None: ...
+    def send_body(self, stream: Answering) -> None: ...
     def acknowledge(self, stream_id: int, size: int) -> None: ...
     def reset(self, stream_id: int, code: int) -> None: ...
-    def stream_done(self, stream: Stream) -> None: ...
+    def stream_done(self, stream: Answering) -> None: ...
     def watch_upstream(self) -> None: ...
 
 
@@ -74,6 +99,7 @@ class Stream:
         "resp_started",
         "shared",
         "stream_id",
+        "trailers",
     )
 
     def __init__(
@@ -92,6 +118,7 @@ class Stream:
         self.resp_started = False
         self.end_pending = False  # the response ended upstream; END_STREAM once `out` is sent
         self.end_sent = False
+        self.trailers: Headers | None = None  # never for HTTP/1.1 upstreams: the edge drops theirs
         self.discard = False  # the rest of the request body is not wanted (answered locally)
         self.out: deque[bytes] = deque()  # response bytes waiting for the client's window
         self.out_size = 0

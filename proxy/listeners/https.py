@@ -84,7 +84,7 @@ class AlpnSwitch(asyncio.Protocol):
             engine = ClientConnection(self._shared, self._router)
         elif self._http2 and self._target is not None:
             shared, router, target = self._shared, self._router, self._target
-            engine = FirstRequest(shared.loop, lambda: H2Server(shared, router, grpc_relayed=True), lambda: ClientSide(shared, target))
+            engine = FirstRequest(shared.loop, lambda: H2Server(shared, router, grpc=target), lambda: ClientSide(shared, target))
         elif self._http2:
             engine = H2Server(self._shared, self._router)
         elif self._target is not None:

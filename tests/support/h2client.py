@@ -120,6 +120,19 @@ class H2Client:
         self.answers[sid] = Answer()
         return sid
 
+    async def send_all(self, sid: int, body: bytes) -> None:
+        """Send `body` on `sid` and end the stream, within the windows the server opens."""
+        while body:
+            size = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size, len(body))
+            if size <= 0:
+                await self.pump()
+                continue
+            self.h2.send_data(sid, body[:size])
+            body = body[size:]
+            self.flush()
+        self.h2.end_stream(sid)
+        self.flush()
+
     def flush(self) -> None:
         data = self.h2.data_to_send()
         if data and not self.writer.is_closing():
