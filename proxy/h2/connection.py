@@ -3,9 +3,9 @@ client's bytes, its events turned into streams (`stream.py`), its output written
 
 Owns the connection's settings and limits (100 concurrent streams, a 64 KiB header list), the
 guards against hostile peers that h2 leaves to its caller (rapid reset, PING and SETTINGS floods,
-a client that stops reading or keeps its window shut), gRPC requests (to the listener's relay
-when a connection opens with one, else a trailers-only answer), the idle and upstream timers, and
-drain (a GOAWAY; open streams finish). It knows nothing of certificates, and of HTTP/1.1 only
+a client that stops reading or keeps its window shut), which requests are gRPC (to
+`grpc_upstream` through `grpc.py`, or a trailers-only UNIMPLEMENTED without one), the idle and
+upstream timers, and drain (a GOAWAY; open streams finish). It knows nothing of certificates, and of HTTP/1.1 only
 what `proxy.h2.request` and the upstream pool provide.
 """
 
