@@ -5,8 +5,8 @@ Owns the connection's settings and limits (100 concurrent streams, a 64 KiB head
 guards against hostile peers that h2 leaves to its caller (rapid reset, PING and SETTINGS floods,
 a client that stops reading or keeps its window shut), which requests are gRPC (to
 `grpc_upstream` through `grpc.py`, or a trailers-only UNIMPLEMENTED without one), the idle and
-upstream timers, and drain (a GOAWAY; open streams finish). It knows nothing of certificates, and of HTTP/1.1 only
-what `proxy.h2.request` and the upstream pool provide.
+upstream timers, and drain (a GOAWAY; open streams finish). It knows nothing of certificates,
+and of HTTP/1.1 only what `proxy.h2.request` and the upstream pool provide.
 """
 
 from __future__ import annotations
