@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 
 from proxy.config import HttpUpstream, Route
 from proxy.h2.request import interpret_h2
+from proxy.h2.stream import STREAM_BUFFER_HIGH
 from proxy.http1.request import Refused
 from proxy.http1.routing import Router
 from tests.support.h2client import H2Client
 from tests.support.listeners import https, route, running_listener
+from tests.support.probes import eventually
 from tests.support.web import upstream
 
 CALM = ErrorCodes.ENHANCE_YOUR_CALM
@@ -274,3 +276,19 @@ def test_any_request_head_gives_one_clean_http11_head_or_a_refusal(fields: list[
     parser.feed_data(request.head)
     assert done == [True]
     assert [n for n, _ in parsed].count(b"host") == 1
+
+
+async def test_a_client_that_opens_no_window_costs_a_bounded_buffer_and_pauses_the_upstream() -> None:
+    async with upstream() as web, running_listener(https(route(web.port), http2=True)) as edge:
+        client = await H2Client.connect(edge.port, edge.pki)
+        client.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        client.flush()
+        sid = client.request("/bytes/20000000")
+        assert edge.listener.shared is not None
+        (connection,) = edge.listener.shared.connections
+        streams = connection._streams  # type: ignore[attr-defined]
+        await eventually(lambda: sid in streams and streams[sid].conn is not None and streams[sid].conn.reading_paused)
+        stream = streams[sid]
+        held = stream.out_size
+        await client.close()
+    assert 0 < held <= STREAM_BUFFER_HIGH + 64 * 1024
