@@ -16,6 +16,7 @@ from pathlib import Path
 
 from proxy import __version__
 from proxy.certstore.pem import Material
+from proxy.certstore.roots import system_roots
 from proxy.certstore.validate import NamePolicy, san_names, validate_material
 from proxy.config import Config, load_default_config
 from proxy.errors import ConfigError, MaterialError, ProxyError
@@ -97,7 +98,7 @@ def _cert_check(cert: Path, key: Path, ca: Path | None, config_path: Path | None
         return 1
     material = Material(data["certificate"], data["key"], data.get("ca"))
     try:
-        valid = validate_material(material, policy, datetime.now(UTC))
+        valid = validate_material(material, policy, datetime.now(UTC), system_roots())
     except MaterialError as e:
         _print_problems(list(e.problems))
         return 1

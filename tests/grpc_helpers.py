@@ -141,7 +141,7 @@ def listener_config(upstream_port: int, **overrides: Any) -> GrpcListenerConfig:
 
 def issue_material(ca: trustme.CA) -> Material:
     leaf = ca.issue_cert("edge.example", "127.0.0.1")
-    return Material(b"".join(p.bytes() for p in leaf.cert_chain_pems), leaf.private_key_pem.bytes(), None)
+    return Material(b"".join(p.bytes() for p in leaf.cert_chain_pems), leaf.private_key_pem.bytes(), ca.cert_pem.bytes())
 
 
 @dataclass

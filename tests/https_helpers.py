@@ -38,7 +38,7 @@ class Pki:
     def material(self) -> ValidMaterial:
         leaf = self.ca.issue_cert(SERVER_NAME, "127.0.0.1")
         cert_pem = b"".join(p.bytes() for p in leaf.cert_chain_pems)
-        return validate_material(Material(cert_pem, leaf.private_key_pem.bytes(), None), POLICY, datetime.now(UTC))
+        return validate_material(Material(cert_pem, leaf.private_key_pem.bytes(), self.ca.cert_pem.bytes()), POLICY, datetime.now(UTC))
 
     def client_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)

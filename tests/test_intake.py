@@ -170,6 +170,7 @@ async def test_rename_drop(intake: Intake, issuer: Issuer, tmp_path: Path) -> No
     leaf = fresh(issuer)
     staging = tmp_path / "staging"
     leaf.write(staging)
+    os.replace(staging / "ca.crt", intake.cert_dir / "ca.crt")
     os.replace(staging / "tls.key", intake.cert_dir / "tls.key")
     os.replace(staging / "tls.crt", intake.cert_dir / "tls.crt")
     await intake.served(leaf)
@@ -254,10 +255,11 @@ def kubelet_write(directory: Path, leaf: Leaf, stamp: str) -> None:
     folder.mkdir()
     (folder / "tls.crt").write_bytes(leaf.cert_pem)
     (folder / "tls.key").write_bytes(leaf.key_pem)
+    (folder / "ca.crt").write_bytes(leaf.ca_pem() or b"")
     (directory / "..data_tmp").symlink_to(stamp)
     old = os.readlink(directory / "..data") if (directory / "..data").is_symlink() else None
     os.replace(directory / "..data_tmp", directory / "..data")
-    for name in ("tls.crt", "tls.key"):
+    for name in ("tls.crt", "tls.key", "ca.crt"):
         if not (directory / name).is_symlink():
             (directory / name).symlink_to(f"..data/{name}")
     if old:
@@ -325,7 +327,8 @@ async def test_upload_writes_all_files_atomically_and_the_watcher_adds_no_versio
     await asyncio.sleep(1.5)
     assert intake.published == [2] and intake.store.current.snapshot.source == "upload"
     second = fresh(issuer)
-    await intake.service.upload(second.material())
+    # Without ca.crt, the root ends tls.crt.
+    await intake.service.upload(Material(second.cert_pem + pem(root.cert), second.key_pem))
     await asyncio.sleep(1.0)
     assert intake.published == [2, 3] and not (intake.cert_dir / "ca.crt").exists()
     assert len([p for p in intake.cert_dir.iterdir() if p.is_dir() and not p.is_symlink()]) == 1
@@ -335,7 +338,7 @@ async def test_rejected_upload_changes_nothing(intake: Intake, issuer: Issuer) -
     leaf = fresh(issuer)
     before = intake.fingerprint
     with pytest.raises(MaterialError) as caught:
-        await intake.service.upload(Material(leaf.cert_pem, fresh(issuer).key_pem))
+        await intake.service.upload(Material(leaf.cert_pem, fresh(issuer).key_pem, leaf.ca_pem()))
     assert caught.value.problems == ("the private key does not match the certificate",)
     assert intake.fingerprint == before and list(intake.cert_dir.iterdir()) == []
     error = intake.store.last_error

@@ -18,6 +18,7 @@ from typing import Any
 from proxy import metrics
 from proxy.certstore import files
 from proxy.certstore.pem import Material
+from proxy.certstore.roots import Roots, system_roots
 from proxy.certstore.selfsigned import generate_self_signed, still_fits
 from proxy.certstore.store import CertStore, Offer, Rejection, Snapshot, utcnow
 from proxy.certstore.validate import NamePolicy, ValidMaterial, validate_material
@@ -40,8 +41,11 @@ SETTLE_RETRY_INTERVAL = 0.05  # how often unsettled content is read again
 class CertificateService:
     """Feeds the store. Every public coroutine is safe to call concurrently: intake is serial."""
 
-    def __init__(self, store: CertStore[Any], tls: TlsConfig, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, store: CertStore[Any], tls: TlsConfig, clock: Callable[[], datetime] = utcnow, roots: Callable[[], Roots] = system_roots
+    ) -> None:
         self.store = store
+        self._roots = roots
         self.tls = tls
         self.policy = NamePolicy(tls.server_name, tls.ip_addresses)
         self._clock = clock
@@ -202,7 +206,8 @@ class CertificateService:
         return read
 
     async def _validate(self, material: Material) -> ValidMaterial:
-        return await asyncio.to_thread(validate_material, material, self.policy, self._clock())
+        now = self._clock()
+        return await asyncio.to_thread(lambda: validate_material(material, self.policy, now, self._roots()))
 
     async def _publish(self, valid: ValidMaterial, source: str) -> Offer:
         before = self.store.current.snapshot if self.store.has_version else None
