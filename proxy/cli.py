@@ -73,6 +73,9 @@ def _load(config: Path | None) -> Config:
 
 def _check_config(path: Path | None) -> int:
     config = _load(path)
+    from proxy.app import check_policy
+
+    check_policy(config)
     print(
         f"{config.source}: ok ({len(config.listeners)} listeners: "
         + ", ".join(f"{x.name} {x.protocol} {x.listen}" for x in config.listeners)
@@ -132,6 +135,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         return run_edge(config)
+    except ConfigError:
+        raise  # exit 2, every problem printed
     except ProxyError as e:
         logging.getLogger("proxy").error("%s", e)
         return 1
