@@ -161,7 +161,15 @@ def _build(
         .not_valid_before(not_before or NOW - timedelta(days=1))
         .not_valid_after(not_after or NOW + timedelta(days=90))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        # As public CAs issue them; strict path validation (sslyze, webpki) needs both.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()), critical=False)
     )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
+            critical=True,
+        )
     names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)

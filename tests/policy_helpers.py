@@ -19,6 +19,7 @@ import aiohttp
 
 from proxy import openssl
 from proxy.app import Edge
+from proxy.certstore.pem import Material
 from proxy.config import parse_config
 from tests.admin_helpers import Admin, edge_config_toml
 from tests.grpc_helpers import running_upstream
@@ -49,10 +50,10 @@ def config_text(policy: str, *, http_upstream: int, grpc_upstream: int, min_vers
 
 
 @asynccontextmanager
-async def running_edge(base: Path, policy: str, *, min_version: str = "1.2") -> AsyncIterator[PolicyEdge]:
-    """The edge under `policy`, serving a fresh leaf of a new PKI (root as ca.crt)."""
+async def running_edge(base: Path, policy: str, *, min_version: str = "1.2", material: Material | None = None) -> AsyncIterator[PolicyEdge]:
+    """The edge under `policy`, serving `material` or a fresh leaf of a new PKI (root as ca.crt)."""
     pki = Pki()
-    drop_files(base / "certs", pki.material(pki.leaf()))
+    drop_files(base / "certs", material or pki.material(pki.leaf()))
     async with upstream() as http, running_upstream() as grpc_upstream:
         text = config_text(policy, http_upstream=http.port, grpc_upstream=grpc_upstream.port, min_version=min_version)
         edge = Edge(parse_config(text, source=str(base / "edge.toml"), base_dir=base))
