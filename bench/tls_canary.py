@@ -14,7 +14,7 @@ from proxy.app import check_policy
 from proxy.certstore.store import Snapshot
 from proxy.certstore.validate import _valid
 from proxy.config import parse_config
-from proxy.tlsmaterial import H2_ALPN, HTTPS_ALPN, TlsObjects, grpc_config, material_context, tls_preparer
+from proxy.tlsmaterial import ALPN_LISTS, TlsObjects, material_context, tls_preparer
 from tests.admin_helpers import edge_config_toml
 from tests.certs import Issuer, new_key
 
@@ -30,8 +30,7 @@ def per_round(action: object) -> float:
 
 
 def objects_only(snapshot: Snapshot, policy: str) -> TlsObjects:
-    https = material_context(snapshot, "1.2", HTTPS_ALPN, policy)
-    return TlsObjects(https, grpc_config(snapshot), material_context(snapshot, "1.2", H2_ALPN, policy))
+    return TlsObjects({alpn: material_context(snapshot, "1.2", alpn, policy) for alpn in ALPN_LISTS})
 
 
 def main() -> None:

@@ -63,9 +63,12 @@ def apply(context: ssl.SSLContext, name: str) -> None:
         _warn_once(str(e))
 
 
-def _warn_once(reason: str, seen: set[str] = set()) -> None:  # noqa: B006 - the set is the memory
-    if reason not in seen:
-        seen.add(reason)
+_WARNED: set[str] = set()
+
+
+def _warn_once(reason: str) -> None:
+    if reason not in _WARNED:
+        _WARNED.add(reason)
         log.warning("tls.policy default: cannot restrict TLS 1.3 suites and groups (%s); OpenSSL's own defaults apply", reason)
 
 

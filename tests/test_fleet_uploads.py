@@ -22,6 +22,7 @@ from proxy.config import Address, AdminConfig, parse_config
 from proxy.errors import ConfigError
 from proxy.tlsmaterial import TlsObjects, tls_preparer
 from tests.admin_helpers import Admin, Upload, new_upload, tls_config
+from tests.certs import pem
 from tests.fleet_helpers import kubelet_update
 
 
@@ -42,7 +43,8 @@ async def admin_with_uploads(base: Path, uploads: str) -> AsyncIterator[Admin]:
 
 
 def as_secret(upload: Upload) -> dict[str, bytes]:
-    return {"tls.crt": upload.leaf.cert_pem, "tls.key": upload.leaf.key_pem}
+    assert upload.root is not None
+    return {"tls.crt": upload.leaf.cert_pem, "tls.key": upload.leaf.key_pem, "ca.crt": pem(upload.root.cert)}
 
 
 def listing(directory: Path) -> list[str]:
