@@ -219,7 +219,7 @@ class CertificateService:
             raise
         except OSError:
             raise  # the upload could not be written: nothing changed
-        except Exception as e:  # gRPC refused what validation accepted
+        except Exception as e:  # building the TLS objects failed in another way: still no swap
             problem = f"the TLS library refused the material: {e}"
             self._record([problem], source, None)
             raise MaterialError([problem]) from e
