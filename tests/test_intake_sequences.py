@@ -85,7 +85,9 @@ def drop(directory: Path, leaf: Leaf | None, *, key: bytes | None = None, ca: Is
     if key is not None or leaf is not None:
         files.append(("tls.key", key if key is not None else leaf.key_pem))  # type: ignore[union-attr]
     if leaf is not None:
-        files.append(("tls.crt", leaf.cert_pem))
+        # Without ca.crt the root ends tls.crt: a chain must end at a root the edge can find.
+        anchor = pem(leaf.root) if ca is None and leaf.root is not None else b""
+        files.append(("tls.crt", leaf.cert_pem + anchor))
     if ca is not None:
         files.append(("ca.crt", pem(ca.cert)))
     for name, data in files:
