@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from proxy.app import check_policy
 from proxy.certstore.store import Snapshot
 from proxy.certstore.validate import _valid
-from proxy.config import parse_config
 from proxy.tlsmaterial import ALPN_LISTS, TlsObjects, material_context, tls_preparer
-from tests.admin_helpers import edge_config_toml
-from tests.certs import Issuer, new_key
+from tests.support.pki import Issuer, new_key
+from tests.support.policy import policy_config
 
 ROUNDS = 50
 
@@ -44,8 +44,7 @@ def main() -> None:
             extra = with_canary - without
             print(f"{kind:3} {policy:7}: TLS objects {without:5.1f} ms, with the canary {with_canary:5.1f} ms (+{extra:.1f} ms)")
     for policy in ("default", "fips"):
-        text = edge_config_toml(http_upstream=1, grpc_upstream=2).replace('watch = "events"', f'watch = "events"\npolicy = "{policy}"')
-        config = parse_config(text)
+        config = policy_config(policy, Path("."))
         print(f"check-config's policy proof, {policy}, 2 listeners: {per_round(lambda c=config: check_policy(c)):.1f} ms")
 
 

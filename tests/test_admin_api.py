@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from proxy.certstore.files import CERT_FILE, KEY_FILE
-from tests.admin_helpers import MISMATCHED_KEY, Admin, metric, new_upload, parse_time, running_admin
-from tests.certs import NOW
+from tests.support.edge import MISMATCHED_KEY, Admin, new_upload, parse_time, running_admin
+from tests.support.pki import NOW, SERVER_NAME
+from tests.support.probes import metric
 
 CERTIFICATE_FIELDS = {
     "version",
@@ -148,9 +149,9 @@ async def test_upload_serves_the_new_certificate_as_next_version(admin: Admin) -
     assert body["version"] == before["version"] + 1
     assert body["source"] == "upload"
     assert body["fingerprint_sha256"] == upload.fingerprint
-    assert body["subject"] == "CN=localhost"
+    assert body["subject"] == f"CN={SERVER_NAME}"
     assert body["issuer"] == "CN=Admin Test Issuing CA"
-    assert body["dns_names"] == ["localhost"]
+    assert body["dns_names"] == [SERVER_NAME]
     assert body["ip_addresses"] == ["127.0.0.1"]
     assert body["chain_length"] == 2
     assert body["last_error"] is None
@@ -201,7 +202,7 @@ async def test_422_names_every_problem(admin: Admin) -> None:
     assert status == 422
     problems = body["problems"]
     assert any(p.startswith("the certificate expired on ") for p in problems), problems
-    assert "the certificate covers elsewhere.example but not localhost or 127.0.0.1" in problems
+    assert f"the certificate covers elsewhere.example but not {SERVER_NAME} or 127.0.0.1" in problems
 
 
 async def test_garbage_pem_gets_422_not_400(admin: Admin) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.admin_helpers import MISMATCHED_KEY, new_upload, running_admin
+from tests.support.edge import MISMATCHED_KEY, new_upload, running_admin
 
 pytestmark = pytest.mark.browser
 

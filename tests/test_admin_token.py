@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from proxy.admin.token import TOKEN_BYTES, bearer_matches, load_or_create_token
-from proxy.config import Address, AdminConfig
 from proxy.errors import ListenerError
-from tests.admin_helpers import running_admin
+from tests.support.edge import edge_settings, running_admin
 
 
 def test_missing_token_file_is_created_private_with_parent_folders(tmp_path: Path) -> None:
@@ -64,7 +63,8 @@ async def test_unusable_token_file_stops_the_start_with_a_clear_error(tmp_path: 
     path = tmp_path / "admin.token"
     path.mkdir()  # a directory where the file should be
     async with running_admin(tmp_path / "edge") as admin:
-        server = AdminServer(AdminConfig(Address("127.0.0.1", 0), path), admin.service, health=lambda: True)
+        config = edge_settings(tmp_path, admin={"token_file": str(path)}).admin
+        server = AdminServer(config, admin.service, health=lambda: True)
         with pytest.raises(ListenerError, match=f"admin: cannot use the token file {path}"):
             await server.start()
 
@@ -73,7 +73,7 @@ async def test_busy_port_stops_the_start_with_a_clear_error(tmp_path: Path) -> N
     from proxy.admin.server import AdminServer
 
     async with running_admin(tmp_path) as admin:
-        config = AdminConfig(Address("127.0.0.1", admin.server.port), tmp_path / "other.token")
+        config = edge_settings(tmp_path, admin_port=admin.server.port, admin={"token_file": "other.token"}).admin
         server = AdminServer(config, admin.service, health=lambda: True)
         with pytest.raises(ListenerError, match=f"admin: cannot listen on 127.0.0.1:{admin.server.port}"):
             await server.start()

@@ -19,7 +19,7 @@ from proxy.certstore.validate import _valid
 from proxy.config import TlsConfig
 from proxy.errors import MaterialError
 from proxy.tlsmaterial import HTTPS_ALPN, TlsObjects, listening_context, tls_preparer
-from tests.certs import Issuer
+from tests.support.pki import Issuer
 
 NOW = datetime.now(UTC)
 TLS13_SECP256K1 = (

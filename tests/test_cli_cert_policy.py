@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.certs import Issuer, pem
+from tests.support.pki import Issuer, pem
 from tests.test_cli_cert import cert_check
 
 

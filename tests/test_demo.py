@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,19 +21,9 @@ from proxy.certstore.pem import Material
 from proxy.certstore.validate import NamePolicy, validate_material
 from proxy.demo import DemoUpstreams, banner, demo_config, main
 from proxy.errors import MaterialError
-from tests.admin_helpers import MISMATCHED_KEY
+from tests.support.edge import MISMATCHED_KEY
 
 DEMO_PORTS = (8443, 8080, 9900, 8081, 50051)  # the embedded default config's
-
-
-@pytest.fixture
-async def upstreams() -> AsyncIterator[DemoUpstreams]:
-    upstreams = DemoUpstreams(http_port=0, grpc_port=0)
-    await upstreams.start()
-    try:
-        yield upstreams
-    finally:
-        await upstreams.stop()
 
 
 async def test_demo_http_app_shows_the_request_it_received(upstreams: DemoUpstreams) -> None:

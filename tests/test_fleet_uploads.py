@@ -5,41 +5,25 @@ operator says otherwise. Real HTTP on 127.0.0.1, a real store, real files."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from proxy.admin.server import AdminServer
 from proxy.admin.uploads import secret_mount_reason, upload_policy
 from proxy.certstore import files
-from proxy.certstore.service import CertificateService
-from proxy.certstore.store import CertStore
-from proxy.config import Address, AdminConfig, parse_config
+from proxy.config import parse_config
 from proxy.errors import ConfigError
-from proxy.tlsmaterial import TlsObjects, tls_preparer
-from tests.admin_helpers import Admin, Upload, new_upload, tls_config
-from tests.certs import pem
-from tests.fleet_helpers import kubelet_update
+from tests.support.config import Table, toml
+from tests.support.edge import Admin, Upload, new_upload, running_admin
+from tests.support.fleet import kubelet_update
+from tests.support.pki import pem
 
 
-@asynccontextmanager
-async def admin_with_uploads(base: Path, uploads: str) -> AsyncIterator[Admin]:
+def admin_with_uploads(base: Path, uploads: str) -> AbstractAsyncContextManager[Admin]:
     """The admin server over a real store and `base`/certs, with `admin.uploads = uploads`."""
-    store: CertStore[TlsObjects] = CertStore(tls_preparer("1.2"))
-    service = CertificateService(store, tls_config(base))
-    await service.load_initial()
-    config = AdminConfig(listen=Address("127.0.0.1", 0), token_file=base / "state" / "admin.token", uploads=uploads)
-    server = AdminServer(config, service, health=lambda: True)
-    await server.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Admin(server, service, config.token_file.read_text().strip(), session)
-    finally:
-        await server.stop(0)
+    return running_admin(base, uploads=uploads)
 
 
 def as_secret(upload: Upload) -> dict[str, bytes]:
@@ -136,29 +120,22 @@ def test_a_missing_directory_is_a_plain_one(tmp_path: Path) -> None:
 
 # --- the config key ---------------------------------------------------------------------------
 
-CONFIG = """
-[tls]
-server_name = "edge.example"
-[admin]
-{admin}
-[[listeners]]
-name = "web"
-protocol = "https"
-listen = "127.0.0.1:0"
-upstream = "http://127.0.0.1:8081"
-"""
+
+def config_text(admin: Table) -> str:
+    listener = {"name": "web", "protocol": "https", "listen": "127.0.0.1:0", "upstream": "http://127.0.0.1:8081"}
+    return toml({"tls": {"server_name": "edge.example"}, "admin": admin, "listeners": [listener]})
 
 
 def test_admin_uploads_defaults_to_auto_and_takes_on_and_off() -> None:
-    assert parse_config(CONFIG.format(admin="")).admin.uploads == "auto"
+    assert parse_config(config_text({})).admin.uploads == "auto"
     for mode in ("auto", "on", "off"):
-        assert parse_config(CONFIG.format(admin=f'uploads = "{mode}"')).admin.uploads == mode
+        assert parse_config(config_text({"uploads": mode})).admin.uploads == mode
 
 
 def test_admin_uploads_rejects_anything_else_naming_the_key() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(CONFIG.format(admin='uploads = "never"'))
+        parse_config(config_text({"uploads": "never"}))
     assert caught.value.problems == ('<embedded default>: admin.uploads: must be "auto", "on" or "off", not \'never\'',)
     with pytest.raises(ConfigError) as caught:
-        parse_config(CONFIG.format(admin="uploads = false"))
+        parse_config(config_text({"uploads": False}))
     assert caught.value.problems == ("<embedded default>: admin.uploads: must be a string, not true or false False",)

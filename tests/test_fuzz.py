@@ -15,7 +15,7 @@ from proxy.certstore.pem import Material
 from proxy.certstore.validate import NamePolicy, ValidMaterial, validate_material
 from proxy.config import Config, parse_config
 from proxy.errors import ConfigError, MaterialError
-from tests.certs import Issuer
+from tests.support.pki import Issuer
 
 EXAMPLES = int(os.environ.get("EDGE_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,7 +1,7 @@
-"""The gRPC listener in relay mode: a real grpcio client calls a real grpcio upstream through the
-edge, which relays the HTTP/2 connection as bytes. Deadlines, cancellation, an unreachable
-upstream, large messages, metrics, the mode switch. The RPC kinds, metadata and statuses, the same
-in both modes, are in test_grpc_rpc_kinds.py."""
+"""The gRPC listener: a real grpcio client calls a real grpcio upstream through the edge, which
+relays the HTTP/2 connection as bytes. Deadlines, cancellation, an unreachable upstream, large
+messages, metrics, the listener built from a config. The RPC kinds, metadata and statuses are in
+test_grpc_rpc_kinds.py."""
 
 from __future__ import annotations
 
@@ -12,23 +12,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proxy.app import Edge as AppEdge
-from proxy.config import parse_config
-from proxy.listeners import GrpcListener as RelayListener
 from proxy.metrics import REGISTRY
-from tests.grpc_helpers import (
-    WAIT,
-    EchoUpstream,
-    MiB,
-    closed_port,
-    method,
-    running_relay,
-    running_upstream,
-)
+from tests.support.edge import running_edge
+from tests.support.grpc_echo import EchoUpstream, MiB, method, running_upstream
+from tests.support.listeners import GrpcServing, running_grpc_listener
+from tests.support.probes import WAIT, free_port
 
 
 async def test_many_concurrent_calls_share_one_relayed_connection() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
         reads_before = edge.certificate_reads
         unary = channel.unary_unary(method("Unary"))
         replies = await asyncio.gather(*(unary(b"%d" % i, timeout=WAIT) for i in range(200)))
@@ -36,8 +28,8 @@ async def test_many_concurrent_calls_share_one_relayed_connection() -> None:
         assert edge.certificate_reads == reads_before + 1  # one TLS handshake carried all 200 streams
 
 
-async def test_deadline_reaches_upstream_and_expires_as_deadline_exceeded() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
+async def test_deadline_reaches_upstream_and_expires_as_deadline_exceeded(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary(method("Hang"))(b"", timeout=0.5)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -49,8 +41,14 @@ async def test_deadline_reaches_upstream_and_expires_as_deadline_exceeded() -> N
         await asyncio.wait_for(upstream.cancelled.wait(), WAIT)
 
 
-async def test_client_cancel_cancels_the_upstream_call() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
+async def test_call_without_deadline_reaches_upstream_without_one() -> None:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+        assert await channel.unary_unary(method("Unary"))(b"x") == b"x"
+    assert upstream.deadlines[-1] is None
+
+
+async def test_client_cancel_cancels_the_upstream_call(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.unary_unary(method("Hang"))(b"")
         while not upstream.deadlines:  # wait until the call has reached the upstream
             await asyncio.sleep(0.01)
@@ -61,8 +59,8 @@ async def test_client_cancel_cancels_the_upstream_call() -> None:
         assert await channel.unary_unary(method("Unary"))(b"after", timeout=WAIT) == b"after"
 
 
-async def test_unreachable_upstream_gives_unavailable_naming_the_edge_before_the_deadline() -> None:
-    async with running_relay(closed_port()) as edge, edge.channel() as channel:
+async def test_unreachable_upstream_gives_unavailable_naming_the_edge_before_the_deadline(serving: GrpcServing) -> None:
+    async with serving(free_port()) as edge, edge.channel() as channel:
         started = time.monotonic()
         for _ in range(3):  # a fresh connection, then the same one answering again
             with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -73,8 +71,8 @@ async def test_unreachable_upstream_gives_unavailable_naming_the_edge_before_the
 
 
 async def test_upstream_that_comes_back_is_used_within_seconds() -> None:
-    port = closed_port()
-    async with running_relay(port) as edge, edge.channel() as channel:
+    port = free_port()
+    async with running_grpc_listener(port) as edge, edge.channel() as channel:
         unary = channel.unary_unary(method("Unary"))
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await unary(b"x", timeout=WAIT)
@@ -103,7 +101,7 @@ async def test_five_mib_message_passes_both_ways_when_client_and_upstream_allow_
     big = bytes(range(256)) * (5 * MiB // 256)
     async with (
         running_upstream(max_message_bytes=8 * MiB) as upstream,
-        running_relay(upstream.port) as edge,
+        running_grpc_listener(upstream.port) as edge,
         edge.channel(max_message_bytes=8 * MiB) as channel,
     ):
         assert await channel.unary_unary(method("Unary"))(big, timeout=WAIT) == big
@@ -117,7 +115,7 @@ async def test_five_mib_message_passes_both_ways_when_client_and_upstream_allow_
 async def test_five_mib_message_is_refused_by_the_upstreams_default_limit() -> None:
     async with (
         running_upstream() as upstream,
-        running_relay(upstream.port) as edge,
+        running_grpc_listener(upstream.port) as edge,
         edge.channel(max_message_bytes=8 * MiB) as channel,
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -132,9 +130,9 @@ def sample(name: str) -> float:
     return REGISTRY.get_sample_value(name, {"listener": "relay-metrics"}) or 0.0
 
 
-async def test_handshakes_and_open_connections_are_counted() -> None:
+async def test_handshakes_and_open_connections_are_counted(serving: GrpcServing) -> None:
     handshakes = sample("edge_tls_handshakes_total")
-    async with running_upstream() as upstream, running_relay(upstream.port, name="relay-metrics") as edge:
+    async with running_upstream() as upstream, serving(upstream.port, name="relay-metrics") as edge:
         async with edge.channel() as channel:
             await channel.unary_unary(method("Unary"))(b"x", timeout=WAIT)
             assert sample("edge_open_connections") == 1
@@ -146,30 +144,12 @@ async def test_handshakes_and_open_connections_are_counted() -> None:
     assert sample("edge_tls_handshakes_total") == handshakes + 1
 
 
-GRPC_LISTENER = """
-[tls]
-server_name = "edge.example"
-
-[[listeners]]
-name = "g"
-protocol = "grpc"
-listen = "127.0.0.1:0"
-upstream = "127.0.0.1:{port}"
-"""
-
-
-async def test_the_edge_builds_a_relaying_grpc_listener(tmp_path: Path) -> None:
-    listener_class = RelayListener
-    async with running_upstream() as upstream:
-        text = GRPC_LISTENER.format(port=upstream.port)
-        config = parse_config(text.replace("[tls]\n", '[tls]\nip_addresses = ["127.0.0.1"]\nwatch = "off"\n'), base_dir=tmp_path)
-        edge = AppEdge(config)
-        await edge.start()
-        try:
-            assert isinstance(edge.listeners["g"], listener_class)
-            ca = edge.store.current.snapshot.material.cert_pem  # the self-signed default
-            credentials = grpc.ssl_channel_credentials(ca)
-            async with grpc.aio.secure_channel(f"127.0.0.1:{edge.listeners['g'].port}", credentials) as channel:
-                assert await channel.unary_unary(method("Unary"))(b"wired", timeout=WAIT) == b"wired"
-        finally:
-            await edge.stop(0)
+async def test_the_edge_built_from_a_config_relays_grpc_calls(tmp_path: Path) -> None:
+    async with (
+        running_upstream() as upstream,
+        running_edge(tmp_path, http_upstream=free_port(), grpc_upstream=upstream.port, watch="off") as running,
+    ):
+        ca = running.edge.store.current.snapshot.material.cert_pem  # the self-signed default
+        credentials = grpc.ssl_channel_credentials(ca)
+        async with grpc.aio.secure_channel(f"127.0.0.1:{running.grpc_port}", credentials) as channel:
+            assert await channel.unary_unary(method("Unary"))(b"wired", timeout=WAIT) == b"wired"

@@ -11,27 +11,28 @@ from pathlib import Path
 
 import grpc
 import pytest
-import trustme
 
-from proxy.config import Address, GrpcUpstream, Limits
 from proxy.h2relay.frames import CLIENT_PREFACE, GOAWAY, SETTINGS, FrameScanner
-from tests.grpc_helpers import WAIT, EchoUpstream, Edge, method, running_relay, running_upstream
+from tests.support.grpc_echo import EchoUpstream, OpenStreams, method, running_upstream, server_credentials
+from tests.support.listeners import GrpcServing, RunningListener, running_grpc_listener
+from tests.support.pki import Pki
+from tests.support.probes import WAIT
 
 
-def client_context(edge: Edge, alpn: list[str] | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cadata=edge.ca.cert_pem.bytes().decode())
-    context.set_alpn_protocols(["h2"] if alpn is None else alpn)
+def client_context(edge: RunningListener, alpn: str = "h2") -> ssl.SSLContext:
+    context = edge.pki.client_context(alpn)
+    context.check_hostname = False  # connected by address; the chain is still verified
     return context
 
 
-async def test_tls13_only_listener_refuses_a_tls12_client() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port, min_version="1.3") as edge:
+async def test_tls13_only_listener_refuses_a_tls12_client(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port, min_version="1.3") as edge:
         old = client_context(edge)
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         # Refused in the handshake: an alert (SSLError) or, when asyncio aborts first, a reset.
         with pytest.raises((ssl.SSLError, ConnectionResetError)):
-            await asyncio.wait_for(asyncio.open_connection("127.0.0.1", edge.listener.port, ssl=old), WAIT)
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", edge.listener.port, ssl=client_context(edge)), WAIT)
+            await asyncio.wait_for(asyncio.open_connection("127.0.0.1", edge.port, ssl=old), WAIT)
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", edge.port, ssl=client_context(edge)), WAIT)
         ssl_object = writer.get_extra_info("ssl_object")
         assert ssl_object.version() == "TLSv1.3"
         assert ssl_object.selected_alpn_protocol() == "h2"
@@ -41,10 +42,10 @@ async def test_tls13_only_listener_refuses_a_tls12_client() -> None:
 
 
 async def test_tls12_client_gets_a_modern_aead_suite() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge:
         context = client_context(edge)
         context.maximum_version = ssl.TLSVersion.TLSv1_2
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", edge.listener.port, ssl=context), WAIT)
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", edge.port, ssl=context), WAIT)
         name, version, _ = writer.get_extra_info("ssl_object").cipher()
         writer.close()
     assert version == "TLSv1.2"
@@ -52,20 +53,18 @@ async def test_tls12_client_gets_a_modern_aead_suite() -> None:
 
 
 async def test_client_that_does_not_offer_h2_is_closed() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", edge.listener.port, ssl=client_context(edge, ["http/1.1"])), WAIT
-        )
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", edge.port, ssl=client_context(edge, "http/1.1")), WAIT)
         assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert await asyncio.wait_for(reader.read(), WAIT) == b""  # closed, nothing relayed
         writer.close()
 
 
-async def test_max_connection_age_makes_an_idle_channel_reconnect_and_see_the_new_certificate() -> None:
+async def test_max_connection_age_makes_an_idle_channel_reconnect_and_see_the_new_certificate(serving: GrpcServing) -> None:
     async with (
         running_upstream() as upstream,
-        running_relay(upstream.port, max_connection_age=0.3) as edge,
+        serving(upstream.port, max_connection_age=0.3) as edge,
         edge.channel() as channel,
     ):
         unary = channel.unary_unary(method("Unary"))
@@ -84,28 +83,19 @@ async def test_streams_outlive_max_connection_age_and_the_channel_reconnects() -
     # and the same channel's next call goes out on a new connection.
     async with (
         running_upstream() as upstream,
-        running_relay(upstream.port, max_connection_age=0.3) as edge,
+        running_grpc_listener(upstream.port, max_connection_age=0.3) as edge,
         edge.channel() as channel,
     ):
-        ticker = channel.unary_stream(method("Ticker"))(b"", timeout=WAIT)
-        bidi = channel.stream_stream(method("Bidi"))(timeout=WAIT)
-        await upstream.ticks.put(b"1")
-        assert await ticker.read() == b"1"
-        await bidi.write(b"early")
-        assert await bidi.read() == b"EARLY"
+        streams = await OpenStreams.open(channel, upstream, WAIT)
+        assert await streams.exchange(b"early") == (b"early", b"EARLY")
         reads_before = edge.certificate_reads
         await asyncio.sleep(0.6)  # past the age
         for i in range(2, 50):  # the old connection keeps relaying, frame for frame
-            await upstream.ticks.put(b"%d" % i)
-            assert await ticker.read() == b"%d" % i
-            await bidi.write(b"late-%d" % i)
-            assert await bidi.read() == b"LATE-%d" % i
+            assert await streams.exchange(b"late-%d" % i) == (b"late-%d" % i, b"LATE-%d" % i)
         assert await channel.unary_unary(method("Unary"))(b"new", timeout=WAIT) == b"new"
         assert edge.certificate_reads == reads_before + 1  # that call went over a new connection
-        await upstream.ticks.put(None)
-        await bidi.done_writing()
-        assert await ticker.code() == grpc.StatusCode.OK
-        assert await bidi.code() == grpc.StatusCode.OK
+        await streams.finish()
+        assert await streams.codes() == (grpc.StatusCode.OK, grpc.StatusCode.OK)
 
 
 async def read_frames_until_closed(reader: asyncio.StreamReader) -> list[int]:
@@ -121,9 +111,9 @@ async def read_frames_until_closed(reader: asyncio.StreamReader) -> list[int]:
 async def test_idle_connection_gets_a_goaway_and_is_closed() -> None:
     async with (
         running_upstream() as upstream,
-        running_relay(upstream.port, limits=Limits(idle_timeout=0.2)) as edge,
+        running_grpc_listener(upstream.port, idle_timeout=0.2) as edge,
     ):
-        reader, writer = await asyncio.open_connection("127.0.0.1", edge.listener.port, ssl=client_context(edge))
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port, ssl=client_context(edge))
         writer.write(CLIENT_PREFACE + bytes([0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]))
         started = time.monotonic()
         kinds = await read_frames_until_closed(reader)
@@ -134,19 +124,19 @@ async def test_idle_connection_gets_a_goaway_and_is_closed() -> None:
 
 
 async def test_silent_client_is_dropped_at_handshake_timeout() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port, limits=Limits(handshake_timeout=0.2)) as edge:
-        reader, writer = await asyncio.open_connection("127.0.0.1", edge.listener.port)
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port, handshake_timeout=0.2) as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
         # No ClientHello: the edge gives up on the handshake and closes.
         assert await asyncio.wait_for(reader.read(), WAIT) == b""
         writer.close()
 
 
-async def test_drain_lets_open_streams_finish_and_refuses_new_connections() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
+async def test_drain_lets_open_streams_finish_and_refuses_new_connections(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         ticker = channel.unary_stream(method("Ticker"))(b"", timeout=WAIT)
         await upstream.ticks.put(b"1")
         assert await ticker.read() == b"1"
-        port = edge.listener.port
+        port = edge.port
         stopping = asyncio.ensure_future(edge.listener.stop(WAIT))
         await asyncio.sleep(0.2)
         with pytest.raises(OSError):
@@ -159,7 +149,7 @@ async def test_drain_lets_open_streams_finish_and_refuses_new_connections() -> N
 
 
 async def test_client_going_away_cancels_the_upstream_call() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge:
         channel = edge.channel()
         channel.unary_unary(method("Hang"))(b"")
         while not upstream.deadlines:
@@ -169,7 +159,7 @@ async def test_client_going_away_cancels_the_upstream_call() -> None:
 
 
 async def test_upstream_going_away_mid_stream_ends_the_call_unavailable() -> None:
-    async with running_upstream() as upstream, running_relay(upstream.port) as edge, edge.channel() as channel:
+    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
         ticker = channel.unary_stream(method("Ticker"))(b"", timeout=WAIT)
         await upstream.ticks.put(b"1")
         assert await ticker.read() == b"1"
@@ -179,23 +169,17 @@ async def test_upstream_going_away_mid_stream_ends_the_call_unavailable() -> Non
         assert await ticker.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
-def write_ca(ca: trustme.CA, path: Path) -> Path:
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
 async def test_tls_upstream_is_verified_against_upstream_ca(tmp_path: Path) -> None:
-    upstream_ca = trustme.CA()
-    leaf = upstream_ca.issue_cert("127.0.0.1")
-    credentials = grpc.ssl_server_credentials([(leaf.private_key_pem.bytes(), leaf.cert_chain_pems[0].bytes())])
-    async with running_upstream(credentials=credentials) as upstream:
-        trusted = GrpcUpstream(Address("127.0.0.1", upstream.port), tls=True, ca_file=write_ca(upstream_ca, tmp_path / "ca.pem"))
-        async with running_relay(upstream.port, upstream=trusted) as edge, edge.channel() as channel:
+    upstream_pki = Pki("Upstream")
+    async with running_upstream(credentials=server_credentials(upstream_pki.leaf())) as upstream:
+        tls_upstream = f"grpcs://127.0.0.1:{upstream.port}"
+        trusted = str(upstream_pki.write_ca(tmp_path / "ca.pem"))
+        async with running_grpc_listener(tls_upstream, upstream_ca=trusted) as edge, edge.channel() as channel:
             call = channel.unary_unary(method("Unary"))(b"over tls", metadata=(("x-k", "v"),), timeout=WAIT)
             assert await call == b"over tls"
             assert tuple(await call.initial_metadata()) == (("x-k", "v"),)
-        other = GrpcUpstream(Address("127.0.0.1", upstream.port), tls=True, ca_file=write_ca(trustme.CA(), tmp_path / "other.pem"))
-        async with running_relay(upstream.port, upstream=other) as edge, edge.channel() as channel:
+        other = str(Pki("Other").write_ca(tmp_path / "other.pem"))
+        async with running_grpc_listener(tls_upstream, upstream_ca=other) as edge, edge.channel() as channel:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await channel.unary_unary(method("Unary"))(b"x", timeout=WAIT)
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -206,9 +190,8 @@ async def test_upstream_that_never_answers_gives_unavailable_after_connect_timeo
     # A TCP server that accepts and says nothing: the TLS handshake to it never completes.
     silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
-    hanging = GrpcUpstream(Address("127.0.0.1", port), tls=True)
     try:
-        async with running_relay(port, upstream=hanging, limits=Limits(connect_timeout=0.3)) as edge, edge.channel() as channel:
+        async with running_grpc_listener(f"grpcs://127.0.0.1:{port}", connect_timeout=0.3) as edge, edge.channel() as channel:
             started = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await channel.unary_unary(method("Unary"))(b"x", timeout=WAIT)
@@ -223,7 +206,7 @@ async def test_plaintext_echo_upstream_is_h2c() -> None:
     upstream = EchoUpstream()
     await upstream.start()
     try:
-        async with running_relay(upstream.port) as edge, edge.channel() as channel:
+        async with running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
             assert await channel.unary_unary(method("Unary"))(b"h2c", timeout=WAIT) == b"h2c"
     finally:
         await upstream.stop()
@@ -254,7 +237,7 @@ async def read_exactly(reader: asyncio.StreamReader, size: int) -> bytes:
     return await asyncio.wait_for(reader.readexactly(size), WAIT)
 
 
-async def test_a_client_that_does_not_read_holds_back_the_upstream() -> None:
+async def test_a_client_that_does_not_read_holds_back_the_upstream(serving: GrpcServing) -> None:
     pushed = asyncio.Queue[int]()
 
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -263,8 +246,8 @@ async def test_a_client_that_does_not_read_holds_back_the_upstream() -> None:
 
     upstream = await asyncio.start_server(flood, "127.0.0.1", 0)
     try:
-        async with running_relay(upstream.sockets[0].getsockname()[1]) as edge:
-            reader, writer = await asyncio.open_connection("127.0.0.1", edge.listener.port, ssl=client_context(edge))
+        async with serving(upstream.sockets[0].getsockname()[1]) as edge:
+            reader, writer = await asyncio.open_connection("127.0.0.1", edge.port, ssl=client_context(edge))
             taken = await asyncio.wait_for(pushed.get(), WAIT)
             assert taken < FLOOD // 4  # the edge stopped reading from the upstream
             # Once the client reads, everything the upstream sent arrives (plus the chunk that
@@ -275,7 +258,7 @@ async def test_a_client_that_does_not_read_holds_back_the_upstream() -> None:
         upstream.close()
 
 
-async def test_an_upstream_that_does_not_read_holds_back_the_client() -> None:
+async def test_an_upstream_that_does_not_read_holds_back_the_client(serving: GrpcServing) -> None:
     accepted = asyncio.Queue[asyncio.StreamReader]()
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -284,8 +267,8 @@ async def test_an_upstream_that_does_not_read_holds_back_the_client() -> None:
 
     upstream = await asyncio.start_server(hold, "127.0.0.1", 0)
     try:
-        async with running_relay(upstream.sockets[0].getsockname()[1]) as edge:
-            _, writer = await asyncio.open_connection("127.0.0.1", edge.listener.port, ssl=client_context(edge))
+        async with serving(upstream.sockets[0].getsockname()[1]) as edge:
+            _, writer = await asyncio.open_connection("127.0.0.1", edge.port, ssl=client_context(edge))
             taken = await push_until_held_back(writer)
             assert taken < FLOOD // 4  # the edge stopped reading from the client
             upstream_reader = await asyncio.wait_for(accepted.get(), WAIT)
@@ -306,7 +289,7 @@ async def test_upstreams_own_goaway_reaches_the_client_and_calls_carry_on() -> N
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with running_relay(port, max_connection_age=0.3) as edge, edge.channel() as channel:
+        async with running_grpc_listener(port, max_connection_age=0.3) as edge, edge.channel() as channel:
             unary = channel.unary_unary(method("Unary"))
             reads_before = edge.certificate_reads
             for i in range(12):

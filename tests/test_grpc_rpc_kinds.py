@@ -1,6 +1,6 @@
-"""Every RPC kind, metadata, statuses and trailers pass through a gRPC listener unchanged, in
-both listener modes: each test runs once through grpcio mode and once through relay mode, with a
-real grpcio client and a real grpcio upstream on 127.0.0.1."""
+"""Every RPC kind, metadata, statuses and trailers pass through unchanged, with a real grpcio
+client and a real grpcio upstream on 127.0.0.1: on a gRPC listener, and on the HTTPS port of an
+https listener with a `grpc_upstream` (one port for browsers, API and gRPC)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ from contextlib import AbstractAsyncContextManager
 import grpc
 import pytest
 
-from tests.grpc_helpers import STATUS_DETAILS, WAIT, Edge, method, running_edge, running_upstream
+from tests.support.grpc_echo import STATUS_DETAILS, method, running_upstream
+from tests.support.listeners import RunningListener, running_grpc_listener, running_one_port_listener
+from tests.support.probes import WAIT
 
-Running = Callable[[int], AbstractAsyncContextManager[Edge]]
-
-
-@pytest.fixture(params=["grpcio", "relay"])
-def running(request: pytest.FixtureRequest) -> Running:
-    mode: str = request.param
-    return lambda upstream_port: running_edge(upstream_port, mode=mode)
+GrpcServing = Callable[[int], AbstractAsyncContextManager[RunningListener]]
 
 
-async def test_unary_call_passes_through_with_metadata_both_ways(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+@pytest.fixture(params=["grpc listener", "https listener with grpc_upstream"])
+def serving(request: pytest.FixtureRequest) -> GrpcServing:
+    """A listener on 127.0.0.1 that relays gRPC to the upstream on the given port."""
+    return running_grpc_listener if request.param == "grpc listener" else running_one_port_listener
+
+
+async def test_unary_call_passes_through_with_metadata_both_ways(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.unary_unary(method("Unary"))(b"hello", metadata=(("x-trace", "abc"), ("x-blob-bin", b"\x00\xfe\xff")), timeout=WAIT)
         assert await call == b"hello"
         assert await call.code() == grpc.StatusCode.OK
@@ -33,21 +35,21 @@ async def test_unary_call_passes_through_with_metadata_both_ways(running: Runnin
     assert seen["x-blob-bin"] == b"\x00\xfe\xff"
 
 
-async def test_server_streaming_call_passes_every_message(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_server_streaming_call_passes_every_message(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.unary_stream(method("ServerStream"))(b"5", timeout=WAIT)
         assert [m async for m in call] == [b"0", b"1", b"2", b"3", b"4"]
         assert await call.code() == grpc.StatusCode.OK
 
 
-async def test_client_streaming_call_passes_every_message(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_client_streaming_call_passes_every_message(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.stream_unary(method("ClientStream"))(iter([b"a", b"b", b"c"]), timeout=WAIT)
         assert await call == b"a|b|c"
 
 
-async def test_bidi_stream_answers_each_message_in_turn(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_bidi_stream_answers_each_message_in_turn(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.stream_stream(method("Bidi"))(timeout=WAIT)
         for word in (b"one", b"two", b"three"):
             await call.write(word)
@@ -57,8 +59,8 @@ async def test_bidi_stream_answers_each_message_in_turn(running: Running) -> Non
         assert await call.code() == grpc.StatusCode.OK
 
 
-async def test_error_status_details_and_binary_trailer_pass_unchanged(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_error_status_details_and_binary_trailer_pass_unchanged(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary(method("Fail"))(b"widget-7", timeout=WAIT)
     error = raised.value
@@ -69,15 +71,15 @@ async def test_error_status_details_and_binary_trailer_pass_unchanged(running: R
     assert trailers["x-reason"] == "gone"
 
 
-async def test_unknown_method_gets_the_upstreams_unimplemented(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_unknown_method_gets_the_upstreams_unimplemented(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary("/other.Service/Nothing")(b"", timeout=WAIT)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_upstreams_own_unavailable_passes_unchanged(running: Running) -> None:
-    async with running_upstream() as upstream, running(upstream.port) as edge, edge.channel() as channel:
+async def test_upstreams_own_unavailable_passes_unchanged(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary(method("Unavailable"))(b"", timeout=WAIT)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

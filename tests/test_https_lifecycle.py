@@ -8,26 +8,17 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import pytest
 import uvloop
 
-from proxy.config import Address, HttpUpstream, Route
 from proxy.errors import ListenerError
-from proxy.listeners import HttpsListener
-from tests.https_helpers import (
-    Pki,
-    closed_by_peer,
-    listener_config,
-    new_store,
-    read_response,
-    running_edge,
-    tls_connect,
-    upstream,
-)
+from tests.support.listeners import RecordingReader, RunningListener, build_listener, https, new_store, route, running_listener
+from tests.support.pki import Pki
+from tests.support.probes import free_port
+from tests.support.web import closed_by_peer, read_response, tls_connect, upstream
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 MiB = 1024 * 1024
@@ -39,8 +30,7 @@ async def test_an_address_in_use_raises_listener_error_naming_it(pki: Pki) -> No
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = replace(listener_config(()), listen=Address("127.0.0.1", port))
-        listener = HttpsListener(config, "1.2", lambda: store.current.tls)
+        listener = build_listener(https(route(free_port()), listen=f"127.0.0.1:{port}"), RecordingReader(store))
         with pytest.raises(ListenerError, match=f"127.0.0.1:{port}.*in use"):
             await listener.start()
 
@@ -48,10 +38,10 @@ async def test_an_address_in_use_raises_listener_error_naming_it(pki: Pki) -> No
 async def test_reuse_port_lets_two_listeners_serve_one_port(pki: Pki) -> None:
     store = await new_store(pki)
     async with upstream() as up:
-        first = HttpsListener(listener_config((Route(up.target),)), "1.2", lambda: store.current.tls, reuse_port=True)
+        first = build_listener(https(route(up.port)), RecordingReader(store), reuse_port=True)
         await first.start()
-        config = replace(listener_config((Route(up.target),)), name="web2", listen=Address("127.0.0.1", first.port))
-        second = HttpsListener(config, "1.2", lambda: store.current.tls, reuse_port=True)
+        config = https(route(up.port), name="web2", listen=f"127.0.0.1:{first.port}")
+        second = build_listener(config, RecordingReader(store), reuse_port=True)
         await second.start()
         try:
             assert second.port == first.port
@@ -67,7 +57,7 @@ async def test_reuse_port_lets_two_listeners_serve_one_port(pki: Pki) -> None:
 async def test_stop_closes_idle_connections_and_lets_in_flight_responses_finish(pki: Pki) -> None:
     store = await new_store(pki)
     async with upstream() as up:
-        edge = HttpsListener(listener_config((Route(up.target),)), "1.2", lambda: store.current.tls)
+        edge = build_listener(https(route(up.port)), RecordingReader(store))
         await edge.start()
         port, tls = edge.port, pki.client_context()
         idle_reader, idle_writer = await tls_connect(port, tls)
@@ -96,7 +86,7 @@ async def test_stop_closes_idle_connections_and_lets_in_flight_responses_finish(
 async def test_stop_closes_what_outlives_drain_seconds(pki: Pki) -> None:
     store = await new_store(pki)
     async with upstream() as up:
-        edge = HttpsListener(listener_config((Route(up.target),)), "1.2", lambda: store.current.tls)
+        edge = build_listener(https(route(up.port)), RecordingReader(store))
         await edge.start()
         connector = aiohttp.TCPConnector(ssl=pki.client_context())
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -151,16 +141,15 @@ class TestProxyOnEachLoop:
         self.run(loop_factory, scenario)
 
     @staticmethod
-    def _edge(pki: Pki) -> AbstractAsyncContextManager[HttpsListener]:
+    def _edge(pki: Pki) -> AbstractAsyncContextManager[RunningListener]:
         return edge_with_upstream(pki)
 
 
 @asynccontextmanager
-async def edge_with_upstream(pki: Pki) -> AsyncIterator[HttpsListener]:
+async def edge_with_upstream(pki: Pki) -> AsyncIterator[RunningListener]:
     """An edge in front of an aiohttp upstream, plus a `/down/` route to a port nobody serves."""
-    store = await new_store(pki)
     with socket.socket() as unserved:
         unserved.bind(("127.0.0.1", 0))
-        down = HttpUpstream("http", "127.0.0.1", unserved.getsockname()[1])
-        async with upstream() as up, running_edge(store, listener_config((Route(up.target), Route(down, "/down/")))) as edge:
+        down = route(unserved.getsockname()[1], "/down/")
+        async with upstream() as up, running_listener(https(route(up.port), down), pki=pki) as edge:
             yield edge

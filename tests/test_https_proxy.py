@@ -11,19 +11,17 @@ import aiohttp
 import pytest
 
 from proxy.certstore.store import CertStore
-from proxy.config import HttpUpstream, Route
-from proxy.listeners import HttpsListener
 from proxy.tlsmaterial import TlsObjects
-from tests.https_helpers import (
+from tests.support.listeners import RunningListener, https, route, running_listener
+from tests.support.web import (
     RawUpstream,
     Upstream,
     closed_by_peer,
     exchange_raw,
-    listener_config,
     read_request_head,
     read_response,
-    running_edge,
     tls_connect,
+    tls_connection,
     upstream,
 )
 
@@ -31,8 +29,8 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-async def edge(store: CertStore[TlsObjects], up: Upstream) -> AsyncIterator[HttpsListener]:
-    async with running_edge(store, listener_config((Route(up.target),), upstream_timeout=5.0)) as listener:
+async def edge(store: CertStore[TlsObjects], up: Upstream) -> AsyncIterator[RunningListener]:
+    async with running_listener(https(route(up.port), upstream_timeout=5.0), store=store) as listener:
         yield listener
 
 
@@ -43,7 +41,7 @@ async def session(client_tls: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSes
         yield client
 
 
-def url(edge: HttpsListener, path: str) -> str:
+def url(edge: RunningListener, path: str) -> str:
     return f"https://127.0.0.1:{edge.port}{path}"
 
 
@@ -59,12 +57,12 @@ async def test_routes_by_exact_host_then_longest_prefix_and_answers_404_plainly(
 ) -> None:
     async with upstream("app") as app, upstream("app-v1") as v1, upstream("api") as api, upstream("api-v2") as api_v2:
         routes = (
-            Route(app.target, "/app/"),
-            Route(v1.target, "/app/v1/"),
-            Route(api.target, "/", "api.example"),
-            Route(api_v2.target, "/v2/", "api.example"),
+            route(app.port, "/app/"),
+            route(v1.port, "/app/v1/"),
+            route(api.port, "/", "api.example"),
+            route(api_v2.port, "/v2/", "api.example"),
         )
-        async with running_edge(store, listener_config(routes)) as edge:
+        async with running_listener(https(*routes), store=store) as edge:
             expected = [
                 ("edge.example", "/app/x", "app"),
                 ("edge.example", "/app/v1/x?q=1", "app-v1"),
@@ -84,7 +82,7 @@ async def test_routes_by_exact_host_then_longest_prefix_and_answers_404_plainly(
                 assert await response.text() == "404 Not Found\n"
 
 
-async def test_forwarded_headers_are_set_and_client_values_cannot_spoof_them(edge: HttpsListener, session: aiohttp.ClientSession) -> None:
+async def test_forwarded_headers_are_set_and_client_values_cannot_spoof_them(edge: RunningListener, session: aiohttp.ClientSession) -> None:
     sent = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example", "Host": "edge.example"}
     async with session.get(url(edge, "/echo-headers"), headers=sent) as response:
         seen = headers_of(await response.json())
@@ -94,7 +92,7 @@ async def test_forwarded_headers_are_set_and_client_values_cannot_spoof_them(edg
     assert seen["host"] == ["edge.example"]
 
 
-async def test_hop_by_hop_headers_are_dropped_both_ways(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
+async def test_hop_by_hop_headers_are_dropped_both_ways(edge: RunningListener, client_tls: ssl.SSLContext) -> None:
     request = (
         b"GET /echo-headers HTTP/1.1\r\nHost: edge.example\r\nConnection: keep-alive, X-Client-Secret\r\n"
         b"X-Client-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n"
@@ -111,14 +109,14 @@ async def test_hop_by_hop_headers_are_dropped_both_ways(edge: HttpsListener, cli
     assert response.header("connection") is None
 
 
-async def test_redirects_and_cookies_pass_through_untouched(edge: HttpsListener, session: aiohttp.ClientSession) -> None:
+async def test_redirects_and_cookies_pass_through_untouched(edge: RunningListener, session: aiohttp.ClientSession) -> None:
     async with session.get(url(edge, "/cookie"), allow_redirects=False) as response:
         assert response.status == 302
         assert response.headers["Location"] == "/elsewhere?a=1"
         assert response.headers["Set-Cookie"] == "session=abc; Path=/; HttpOnly"
 
 
-async def test_64_mib_each_way_streams_without_the_proxy_holding_the_body(edge: HttpsListener, session: aiohttp.ClientSession) -> None:
+async def test_64_mib_each_way_streams_without_the_proxy_holding_the_body(edge: RunningListener, session: aiohttp.ClientSession) -> None:
     size = 64 * MiB
 
     async def body() -> AsyncIterator[bytes]:
@@ -146,9 +144,8 @@ async def test_64_mib_each_way_streams_without_the_proxy_holding_the_body(edge: 
     assert peak - baseline < 8 * MiB, f"peak grew by {(peak - baseline) / MiB:.1f} MiB"
 
 
-async def test_chunked_request_and_response_bodies_are_relayed(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
-    reader, writer = await tls_connect(edge.port, client_tls)
-    try:
+async def test_chunked_request_and_response_bodies_are_relayed(edge: RunningListener, client_tls: ssl.SSLContext) -> None:
+    async with tls_connection(edge.port, client_tls) as (reader, writer):
         writer.write(b"POST /upload HTTP/1.1\r\nHost: edge.example\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n")
         await writer.drain()
         writer.write(b"6\r\n world\r\n0\r\nX-Trailer: dropped\r\n\r\n")
@@ -161,49 +158,37 @@ async def test_chunked_request_and_response_bodies_are_relayed(edge: HttpsListen
         writer.write(b"POST /echo HTTP/1.1\r\nHost: edge.example\r\nContent-Length: 20\r\n\r\n0123456789abcdefghij")
         response = await read_response(reader)
         assert (response.header("transfer-encoding"), response.body) == ("chunked", b"0123456789abcdefghij")
-    finally:
-        writer.close()
 
 
-async def test_head_response_has_no_body_whatever_its_length_says(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
-    reader, writer = await tls_connect(edge.port, client_tls)
-    try:
+async def test_head_response_has_no_body_whatever_its_length_says(edge: RunningListener, client_tls: ssl.SSLContext) -> None:
+    async with tls_connection(edge.port, client_tls) as (reader, writer):
         writer.write(b"HEAD /bytes/5000 HTTP/1.1\r\nHost: edge.example\r\n\r\n")
         response = await read_response(reader, head_request=True)
         assert (response.status, response.header("content-length")) == (200, "5000")
         writer.write(b"GET /bytes/3 HTTP/1.1\r\nHost: edge.example\r\n\r\n")  # same connection: nothing left over
         assert (await read_response(reader)).body == b"xxx"
-    finally:
-        writer.close()
 
 
-async def test_204_and_304_answers_have_no_body_and_keep_the_connection(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
-    reader, writer = await tls_connect(edge.port, client_tls)
-    try:
+async def test_204_and_304_answers_have_no_body_and_keep_the_connection(edge: RunningListener, client_tls: ssl.SSLContext) -> None:
+    async with tls_connection(edge.port, client_tls) as (reader, writer):
         for status in (204, 304, 200):
             writer.write(b"GET /status/%d HTTP/1.1\r\nHost: edge.example\r\n\r\n" % status)
             response = await read_response(reader)
             assert (response.status, response.body, response.header("transfer-encoding")) == (status, b"", None)
-    finally:
-        writer.close()
 
 
-async def test_expect_100_continue_is_relayed_before_the_body_is_sent(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
-    reader, writer = await tls_connect(edge.port, client_tls)
-    try:
+async def test_expect_100_continue_is_relayed_before_the_body_is_sent(edge: RunningListener, client_tls: ssl.SSLContext) -> None:
+    async with tls_connection(edge.port, client_tls) as (reader, writer):
         writer.write(b"POST /upload HTTP/1.1\r\nHost: edge.example\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
         interim = await asyncio.wait_for(read_response(reader), 5)
         assert interim.status == 100
         writer.write(b"abcde")
         final = await read_response(reader)
         assert (final.status, final.json()["received"]) == (200, 5)
-    finally:
-        writer.close()
 
 
-async def test_pipelined_requests_are_answered_in_order(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
-    reader, writer = await tls_connect(edge.port, client_tls)
-    try:
+async def test_pipelined_requests_are_answered_in_order(edge: RunningListener, client_tls: ssl.SSLContext) -> None:
+    async with tls_connection(edge.port, client_tls) as (reader, writer):
         writer.write(
             b"GET /sleep/0.3 HTTP/1.1\r\nHost: edge.example\r\n\r\n"
             b"GET /echo-headers/second HTTP/1.1\r\nHost: edge.example\r\n\r\n"
@@ -215,26 +200,21 @@ async def test_pipelined_requests_are_answered_in_order(edge: HttpsListener, cli
         assert second.json()["path"] == "/echo-headers/second"
         assert third.json()["received"] == 4
         assert (await read_response(reader)).json()["path"] == "/nowhere"
-    finally:
-        writer.close()
 
 
-async def test_http_10_clients_get_close_delimited_or_keep_alive_answers(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
+async def test_http_10_clients_get_close_delimited_or_keep_alive_answers(edge: RunningListener, client_tls: ssl.SSLContext) -> None:
     # Without Host and without chunked: the body ends when the edge closes.
     response = await exchange_raw(edge.port, client_tls, b"GET /bytes/70000?framing=chunked HTTP/1.0\r\n\r\n")
     assert (response.status, response.header("transfer-encoding"), len(response.body)) == (200, None, 70000)
-    reader, writer = await tls_connect(edge.port, client_tls)
-    try:
+    async with tls_connection(edge.port, client_tls) as (reader, writer):
         writer.write(b"GET /bytes/10 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         response = await read_response(reader)
         assert (response.header("connection"), response.body) == ("keep-alive", b"x" * 10)
         writer.write(b"GET /echo-headers HTTP/1.0\r\n\r\n")
         assert (await read_response(reader)).json()["version"] == "1.1"
-    finally:
-        writer.close()
 
 
-async def test_websocket_echoes_through_the_edge(edge: HttpsListener, session: aiohttp.ClientSession) -> None:
+async def test_websocket_echoes_through_the_edge(edge: RunningListener, session: aiohttp.ClientSession) -> None:
     async with session.ws_connect(url(edge, "/ws")) as ws:
         await ws.send_str("hello")
         assert (await ws.receive(timeout=5)).data == "echo: hello"
@@ -246,8 +226,8 @@ async def test_unreachable_upstream_gives_502_with_a_short_plain_body_and_a_log_
     store: CertStore[TlsObjects], session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     with socket_reserved() as port:
-        config = listener_config((Route(HttpUpstream("http", "127.0.0.1", port)),), connect_timeout=2.0)
-        async with running_edge(store, config) as edge, session.get(url(edge, "/")) as response:
+        config = https(route(port), connect_timeout=2.0)
+        async with running_listener(config, store=store) as edge, session.get(url(edge, "/")) as response:
             assert response.status == 502
             assert response.headers["Content-Type"].startswith("text/plain")
             assert len(await response.read()) < 100
@@ -257,8 +237,8 @@ async def test_unreachable_upstream_gives_502_with_a_short_plain_body_and_a_log_
 async def test_upstream_that_does_not_answer_in_time_gives_504(
     store: CertStore[TlsObjects], up: Upstream, session: aiohttp.ClientSession
 ) -> None:
-    config = listener_config((Route(up.target),), upstream_timeout=0.3)
-    async with running_edge(store, config) as edge:
+    config = https(route(up.port), upstream_timeout=0.3)
+    async with running_listener(config, store=store) as edge:
         async with session.get(url(edge, "/sleep/5")) as response:
             assert response.status == 504
             assert len(await response.read()) < 100
@@ -288,18 +268,18 @@ async def test_close_delimited_and_interim_upstream_answers_are_reframed(store: 
         await writer.drain()
         writer.write(b"upstream closes")
 
-    async with RawUpstream(serve) as raw, running_edge(store, listener_config((Route(raw.target),))) as edge:
-        reader, writer = await tls_connect(edge.port, client_tls)
-        try:
-            for _ in range(2):  # the client connection stays usable: the edge framed the body itself
-                writer.write(b"GET / HTTP/1.1\r\nHost: edge.example\r\n\r\n")
-                interim = await read_response(reader)
-                assert (interim.status, interim.header("link")) == (103, "</style.css>; rel=preload")
-                final = await read_response(reader)
-                assert (final.status, final.header("transfer-encoding")) == (200, "chunked")
-                assert final.body == b"until the upstream closes"
-        finally:
-            writer.close()
+    async with (
+        RawUpstream(serve) as raw,
+        running_listener(https(route(raw.port)), store=store) as edge,
+        tls_connection(edge.port, client_tls) as (reader, writer),
+    ):
+        for _ in range(2):  # the client connection stays usable: the edge framed the body itself
+            writer.write(b"GET / HTTP/1.1\r\nHost: edge.example\r\n\r\n")
+            interim = await read_response(reader)
+            assert (interim.status, interim.header("link")) == (103, "</style.css>; rel=preload")
+            final = await read_response(reader)
+            assert (final.status, final.header("transfer-encoding")) == (200, "chunked")
+            assert final.body == b"until the upstream closes"
 
 
 async def test_keep_alive_reuses_upstream_connections_and_retries_a_stale_one_once(
@@ -317,23 +297,23 @@ async def test_keep_alive_reuses_upstream_connections_and_retries_a_stale_one_on
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await read_request_head(reader)
 
-    async with RawUpstream(serve) as raw, running_edge(store, listener_config((Route(raw.target),))) as edge:
-        reader, writer = await tls_connect(edge.port, client_tls)
-        try:
-            for _ in range(2):
-                writer.write(b"GET / HTTP/1.1\r\nHost: edge.example\r\n\r\n")
-                assert (await read_response(reader)).body == b"ok"
-            assert raw.connections == 1
+    async with (
+        RawUpstream(serve) as raw,
+        running_listener(https(route(raw.port)), store=store) as edge,
+        tls_connection(edge.port, client_tls) as (reader, writer),
+    ):
+        for _ in range(2):
             writer.write(b"GET / HTTP/1.1\r\nHost: edge.example\r\n\r\n")
-            assert (await read_response(reader)).body == b"ok"  # retried on a fresh connection
-            assert raw.connections == 2
-            writer.write(b"GET / HTTP/1.1\r\nHost: edge.example\r\n\r\n")
-            await read_response(reader)
-            writer.write(b"POST / HTTP/1.1\r\nHost: edge.example\r\nContent-Length: 1\r\n\r\nx")
-            assert (await read_response(reader)).status == 502  # not idempotent: never sent twice
-            assert answered == 4
-        finally:
-            writer.close()
+            assert (await read_response(reader)).body == b"ok"
+        assert raw.connections == 1
+        writer.write(b"GET / HTTP/1.1\r\nHost: edge.example\r\n\r\n")
+        assert (await read_response(reader)).body == b"ok"  # retried on a fresh connection
+        assert raw.connections == 2
+        writer.write(b"GET / HTTP/1.1\r\nHost: edge.example\r\n\r\n")
+        await read_response(reader)
+        writer.write(b"POST / HTTP/1.1\r\nHost: edge.example\r\nContent-Length: 1\r\n\r\nx")
+        assert (await read_response(reader)).status == 502  # not idempotent: never sent twice
+        assert answered == 4
 
 
 async def test_a_client_that_disconnects_closes_its_upstream_connection(store: CertStore[TlsObjects], client_tls: ssl.SSLContext) -> None:
@@ -345,7 +325,7 @@ async def test_a_client_that_disconnects_closes_its_upstream_connection(store: C
         await reader.read()  # EOF once the edge drops the connection
         upstream_saw_close.set()
 
-    async with RawUpstream(serve) as raw, running_edge(store, listener_config((Route(raw.target),))) as edge:
+    async with RawUpstream(serve) as raw, running_listener(https(route(raw.port)), store=store) as edge:
         reader, writer = await tls_connect(edge.port, client_tls)
         writer.write(b"GET / HTTP/1.1\r\nHost: edge.example\r\n\r\n")
         await reader.readuntil(b"partial")
@@ -363,15 +343,15 @@ async def test_a_refused_upgrade_is_answered_and_its_early_bytes_never_reach_the
             received.extend(await read_request_head(reader))
             writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno")
 
-    async with RawUpstream(serve) as raw, running_edge(store, listener_config((Route(raw.target),))) as edge:
-        reader, writer = await tls_connect(edge.port, client_tls)
-        try:
-            writer.write(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nEARLY-FRAME-BYTES")
-            response = await read_response(reader)
-            assert (response.status, response.body, response.header("connection")) == (400, b"no", "close")
-            assert await closed_by_peer(reader)
-        finally:
-            writer.close()
+    async with (
+        RawUpstream(serve) as raw,
+        running_listener(https(route(raw.port)), store=store) as edge,
+        tls_connection(edge.port, client_tls) as (reader, writer),
+    ):
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nEARLY-FRAME-BYTES")
+        response = await read_response(reader)
+        assert (response.status, response.body, response.header("connection")) == (400, b"no", "close")
+        assert await closed_by_peer(reader)
         response = await exchange_raw(edge.port, client_tls, b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
         assert response.status == 400
         assert raw.connections == 2  # the refused upgrade's connection was not reused

@@ -12,41 +12,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.certstore.store import CertStore
-from proxy.config import Limits, Route
-from proxy.connections import Shared, Tally
-from proxy.http1.client import ClientConnection
-from proxy.http1.routing import Router
-from proxy.listeners import HttpsListener
-from proxy.metrics import for_listener
 from proxy.tlsmaterial import TlsObjects
-from tests.https_helpers import (
-    Upstream,
-    closed_by_peer,
-    exchange_raw,
-    listener_config,
-    read_response,
-    running_edge,
-    tls_connect,
-)
+from tests.support.listeners import RunningListener, client_connection_without_routes, https, route, running_listener
+from tests.support.web import Upstream, closed_by_peer, exchange_raw, read_response, tls_connect, tls_connection
 
 
 @pytest.fixture
-async def edge(store: CertStore[TlsObjects], up: Upstream) -> AsyncIterator[HttpsListener]:
-    async with running_edge(store, listener_config((Route(up.target),), max_body_bytes=1000)) as listener:
+async def edge(store: CertStore[TlsObjects], up: Upstream) -> AsyncIterator[RunningListener]:
+    async with running_listener(https(route(up.port), max_body_bytes=1000), store=store) as listener:
         yield listener
 
 
-async def refused(edge: HttpsListener, tls: ssl.SSLContext, request: bytes) -> int:
+async def refused(edge: RunningListener, tls: ssl.SSLContext, request: bytes) -> int:
     """Send `request` in one write; return the status, after checking that the edge closed."""
-    reader, writer = await tls_connect(edge.port, tls)
-    try:
+    async with tls_connection(edge.port, tls) as (reader, writer):
         writer.write(request)
         response = await asyncio.wait_for(read_response(reader), 5)
         assert response.header("connection") == "close"
         assert await closed_by_peer(reader)
         return response.status
-    finally:
-        writer.close()
 
 
 SMUGGLING = {
@@ -71,17 +55,16 @@ SMUGGLING = {
 
 @pytest.mark.parametrize("request_bytes", SMUGGLING.values(), ids=SMUGGLING.keys())
 async def test_ambiguous_requests_get_400_and_a_close_and_are_never_forwarded(
-    edge: HttpsListener, client_tls: ssl.SSLContext, up: Upstream, request_bytes: bytes
+    edge: RunningListener, client_tls: ssl.SSLContext, up: Upstream, request_bytes: bytes
 ) -> None:
     assert await refused(edge, client_tls, request_bytes) == 400
     assert not any("smuggled" in path for path in up.seen)
 
 
 async def test_a_bad_request_after_good_pipelined_ones_answers_those_first(
-    edge: HttpsListener, client_tls: ssl.SSLContext, up: Upstream
+    edge: RunningListener, client_tls: ssl.SSLContext, up: Upstream
 ) -> None:
-    reader, writer = await tls_connect(edge.port, client_tls)
-    try:
+    async with tls_connection(edge.port, client_tls) as (reader, writer):
         writer.write(
             b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
             b"POST /smuggled HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
@@ -90,12 +73,10 @@ async def test_a_bad_request_after_good_pipelined_ones_answers_those_first(
         second = await read_response(reader)
         assert (second.status, second.header("connection")) == (400, "close")
         assert await closed_by_peer(reader)
-    finally:
-        writer.close()
     assert up.seen == ["/first"]
 
 
-async def test_oversize_heads_get_431_and_long_targets_414(edge: HttpsListener, client_tls: ssl.SSLContext, up: Upstream) -> None:
+async def test_oversize_heads_get_431_and_long_targets_414(edge: RunningListener, client_tls: ssl.SSLContext, up: Upstream) -> None:
     big_header = b"GET /smuggled HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 100_000 + b"\r\n\r\n"
     many_headers = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n"
     long_target = b"GET /smuggled" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -105,7 +86,7 @@ async def test_oversize_heads_get_431_and_long_targets_414(edge: HttpsListener, 
     assert up.seen == []
 
 
-async def test_a_head_trickled_in_small_reads_is_still_bounded(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
+async def test_a_head_trickled_in_small_reads_is_still_bounded(edge: RunningListener, client_tls: ssl.SSLContext) -> None:
     reader, writer = await tls_connect(edge.port, client_tls)
     sent = 0
     try:
@@ -127,7 +108,7 @@ async def test_a_head_trickled_in_small_reads_is_still_bounded(edge: HttpsListen
     assert sent < 100 * 4096, "the edge kept reading an endless head"
 
 
-async def test_bodies_over_max_body_bytes_get_413(edge: HttpsListener, client_tls: ssl.SSLContext, up: Upstream) -> None:
+async def test_bodies_over_max_body_bytes_get_413(edge: RunningListener, client_tls: ssl.SSLContext, up: Upstream) -> None:
     declared = b"POST /smuggled HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n"
     assert await refused(edge, client_tls, declared) == 413
     assert up.seen == []
@@ -137,59 +118,47 @@ async def test_bodies_over_max_body_bytes_get_413(edge: HttpsListener, client_tl
     assert (await exchange_raw(edge.port, client_tls, at_limit)).json()["received"] == 1000
 
 
-async def test_unsupported_versions_and_connect_are_refused(edge: HttpsListener, client_tls: ssl.SSLContext) -> None:
+async def test_unsupported_versions_and_connect_are_refused(edge: RunningListener, client_tls: ssl.SSLContext) -> None:
     assert await refused(edge, client_tls, b"GET / HTTP/2.0\r\nHost: a\r\n\r\n") == 505
     assert await refused(edge, client_tls, b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n") == 405
     assert await refused(edge, client_tls, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") == 400
 
 
 async def test_a_stalled_head_gets_408_after_header_timeout(store: CertStore[TlsObjects], up: Upstream, client_tls: ssl.SSLContext) -> None:
-    config = listener_config((Route(up.target),), header_timeout=0.3, idle_timeout=5.0)
-    async with running_edge(store, config) as edge:
-        reader, writer = await tls_connect(edge.port, client_tls)
-        try:
-            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")
-            response = await asyncio.wait_for(read_response(reader), 5)
-            assert (response.status, response.header("connection")) == (408, "close")
-        finally:
-            writer.close()
+    config = https(route(up.port), header_timeout=0.3, idle_timeout=5.0)
+    async with running_listener(config, store=store) as edge, tls_connection(edge.port, client_tls) as (reader, writer):
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        response = await asyncio.wait_for(read_response(reader), 5)
+        assert (response.status, response.header("connection")) == (408, "close")
 
 
 async def test_a_head_dripped_in_pieces_gets_408_counted_from_its_first_byte(
     store: CertStore[TlsObjects], up: Upstream, client_tls: ssl.SSLContext
 ) -> None:
-    config = listener_config((Route(up.target),), header_timeout=0.5, idle_timeout=5.0)
-    async with running_edge(store, config) as edge:
-        reader, writer = await tls_connect(edge.port, client_tls)
-        try:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")
-            answer = asyncio.ensure_future(read_response(reader))
-            for i in range(30):  # a header every 0.1 s: each read must not restart the clock
-                await asyncio.wait([answer], timeout=0.1)
-                if answer.done():
-                    break
-                writer.write(b"X-Drip-%d: x\r\n" % i)
-            response = await asyncio.wait_for(answer, 5)
-            assert (response.status, response.header("connection")) == (408, "close")
-            assert loop.time() - started < 2.0
-        finally:
-            writer.close()
+    config = https(route(up.port), header_timeout=0.5, idle_timeout=5.0)
+    async with running_listener(config, store=store) as edge, tls_connection(edge.port, client_tls) as (reader, writer):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        answer = asyncio.ensure_future(read_response(reader))
+        for i in range(30):  # a header every 0.1 s: each read must not restart the clock
+            await asyncio.wait([answer], timeout=0.1)
+            if answer.done():
+                break
+            writer.write(b"X-Drip-%d: x\r\n" % i)
+        response = await asyncio.wait_for(answer, 5)
+        assert (response.status, response.header("connection")) == (408, "close")
+        assert loop.time() - started < 2.0
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_idle_timeout(
     store: CertStore[TlsObjects], up: Upstream, client_tls: ssl.SSLContext
 ) -> None:
-    config = listener_config((Route(up.target),), idle_timeout=0.3)
-    async with running_edge(store, config) as edge:
-        reader, writer = await tls_connect(edge.port, client_tls)
-        try:
-            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            assert (await read_response(reader)).status == 200
-            assert await closed_by_peer(reader, timeout=5)
-        finally:
-            writer.close()
+    config = https(route(up.port), idle_timeout=0.3)
+    async with running_listener(config, store=store) as edge, tls_connection(edge.port, client_tls) as (reader, writer):
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(reader)).status == 200
+        assert await closed_by_peer(reader, timeout=5)
 
 
 class MemoryTransport(asyncio.Transport):
@@ -255,8 +224,7 @@ def test_random_requests_get_an_edge_answer_or_wait_never_a_crash(
 async def _feed_in_memory(data: bytes, cuts: list[int]) -> None:
     # No routes: every request the edge accepts is answered 404 by the edge itself, so the
     # whole parsing path runs without an upstream, and the outcome is all in `written`.
-    shared = Shared("fuzz", Limits(max_body_bytes=32), Tally(for_listener("fuzz")))
-    connection = ClientConnection(shared, Router((), lambda u: u))
+    connection = client_connection_without_routes("fuzz", max_body_bytes=32)
     transport = MemoryTransport()
     connection.connection_made(transport)
     start = 0

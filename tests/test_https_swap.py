@@ -12,19 +12,11 @@ import aiohttp
 import pytest
 import uvloop
 
-from proxy.config import Route
 from proxy.metrics import REGISTRY
-from tests.https_helpers import (
-    SERVER_NAME,
-    Pki,
-    listener_config,
-    new_store,
-    peer_fingerprint,
-    read_response,
-    running_edge,
-    tls_connect,
-    upstream,
-)
+from tests.support.listeners import https, new_store, route, running_listener
+from tests.support.pki import SERVER_NAME, Pki
+from tests.support.probes import peer_fingerprint
+from tests.support.web import read_response, tls_connect, tls_connection, upstream
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
@@ -40,7 +32,7 @@ def test_new_handshakes_get_the_new_certificate_while_open_connections_streams_a
 async def _swap_scenario(pki: Pki) -> None:
     store = await new_store(pki)
     old_fingerprint = store.current.snapshot.fingerprint
-    async with upstream() as up, running_edge(store, listener_config((Route(up.target),))) as edge:
+    async with upstream() as up, running_listener(https(route(up.port)), store=store) as edge:
         tls = pki.client_context()
         kept_reader, kept_writer = await tls_connect(edge.port, tls, SERVER_NAME)
         stream_reader, stream_writer = await tls_connect(edge.port, tls)
@@ -55,17 +47,14 @@ async def _swap_scenario(pki: Pki) -> None:
             await ws.send_str("before")
             assert (await ws.receive(timeout=5)).data == "echo: before"
 
-            offer = await store.publish(pki.material(), "upload")
+            offer = await store.publish(pki.valid_material(), "upload")
             assert offer.swapped and offer.snapshot.fingerprint != old_fingerprint
 
             for server_hostname in ("127.0.0.1", SERVER_NAME):  # by IP (no SNI), then with SNI
-                reader, writer = await tls_connect(edge.port, pki.client_context(), server_hostname)
-                try:
+                async with tls_connection(edge.port, pki.client_context(), server_hostname) as (reader, writer):
                     assert peer_fingerprint(writer) == offer.snapshot.fingerprint, server_hostname
                     writer.write(b"GET /after HTTP/1.1\r\nHost: edge.example\r\n\r\n")
                     assert (await read_response(reader)).status == 200
-                finally:
-                    writer.close()
 
             up.release.set()
             rest = await asyncio.wait_for(stream_reader.readuntil(b"0\r\n\r\n"), 5)
@@ -83,7 +72,7 @@ async def _swap_scenario(pki: Pki) -> None:
 
 
 def _client(tls_version: ssl.TLSVersion, pki: Pki, alpn: list[str] | None = None) -> ssl.SSLContext:
-    context = pki.client_context()
+    context = pki.client_context(alpn=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.1 is the point of one test
         context.minimum_version = context.maximum_version = tls_version
@@ -94,7 +83,7 @@ def _client(tls_version: ssl.TLSVersion, pki: Pki, alpn: list[str] | None = None
 
 async def test_tls_12_and_13_are_served_with_alpn_http11_and_older_versions_refused(pki: Pki) -> None:
     store = await new_store(pki)
-    async with upstream() as up, running_edge(store, listener_config((Route(up.target),))) as edge:
+    async with upstream() as up, running_listener(https(route(up.port)), store=store) as edge:
         for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
             _, writer = await tls_connect(edge.port, _client(version, pki, ["h2", "http/1.1"]))
             tls_object = writer.get_extra_info("ssl_object")
@@ -110,7 +99,7 @@ async def test_tls_12_and_13_are_served_with_alpn_http11_and_older_versions_refu
 
 async def test_min_version_13_refuses_tls_12(pki: Pki) -> None:
     store = await new_store(pki)
-    async with upstream() as up, running_edge(store, listener_config((Route(up.target),)), min_version="1.3") as edge:
+    async with upstream() as up, running_listener(https(route(up.port)), min_version="1.3", store=store) as edge:
         with pytest.raises((ssl.SSLError, ConnectionError)):
             await tls_connect(edge.port, _client(ssl.TLSVersion.TLSv1_2, pki))
         _, writer = await tls_connect(edge.port, _client(ssl.TLSVersion.TLSv1_3, pki))
@@ -121,20 +110,25 @@ def _sample(name: str, listener: str) -> float:
     return REGISTRY.get_sample_value(name, {"listener": listener}) or 0.0
 
 
+async def counted(name: str, listener: str, value: float) -> None:
+    """Wait until the sample reaches `value` (fail after a generous bound)."""
+    deadline = time.monotonic() + 5
+    while _sample(name, listener) != value:
+        assert time.monotonic() < deadline, (name, _sample(name, listener), value)
+        await asyncio.sleep(0.05)
+
+
 async def test_handshakes_requests_latency_and_open_connections_are_counted(pki: Pki) -> None:
     store = await new_store(pki)
     name = "metrics-web"
     requests_before = REGISTRY.get_sample_value("edge_requests_total", {"listener": name, "code_class": "2xx"}) or 0.0
     latency_before = _sample("edge_upstream_latency_seconds_count", name)
     async with upstream() as up:
-        config = listener_config((Route(up.target),), name=name, handshake_timeout=0.2)
-        async with running_edge(store, config) as edge:
+        config = https(route(up.port), name=name, handshake_timeout=0.2)
+        async with running_listener(config, store=store) as edge:
             before = _sample("edge_tls_handshakes_total", name)
             reader, writer = await tls_connect(edge.port, pki.client_context())
-            deadline = time.monotonic() + 5  # tallies reach Prometheus within a second
-            while _sample("edge_tls_handshakes_total", name) != before + 1:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await counted("edge_tls_handshakes_total", name, before + 1)  # tallies reach Prometheus within a second
             assert _sample("edge_open_connections", name) == 1
             for _ in range(3):
                 writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -143,10 +137,9 @@ async def test_handshakes_requests_latency_and_open_connections_are_counted(pki:
             failures = _sample("edge_tls_handshake_failures_total", name)
             _, garbage = await asyncio.open_connection("127.0.0.1", edge.port)
             garbage.write(b"GET / HTTP/1.1\r\n\r\n")  # plain HTTP on the TLS port
-            await asyncio.sleep(1.5)  # counted once the handshake timeout (plus a second) has passed
-            assert _sample("edge_tls_handshake_failures_total", name) == failures + 1
+            await counted("edge_tls_handshake_failures_total", name, failures + 1)  # once the handshake timeout has passed
             garbage.close()
-            assert _sample("edge_open_connections", name) == 0
+            await counted("edge_open_connections", name, 0)
     # Request and latency tallies reach Prometheus within a second, and at the latest on stop.
     assert REGISTRY.get_sample_value("edge_requests_total", {"listener": name, "code_class": "2xx"}) == requests_before + 3
     assert _sample("edge_upstream_latency_seconds_count", name) == latency_before + 3

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,70 +18,15 @@ import pytest
 from proxy.certstore import files
 from proxy.certstore.pem import Material
 from proxy.certstore.service import CertificateService
-from proxy.certstore.store import CertStore, Serving
-from proxy.certstore.watcher import DirectoryWatcher
-from proxy.config import TlsConfig
+from proxy.certstore.store import CertStore
 from proxy.errors import MaterialError
 from proxy.tlsmaterial import TlsObjects, tls_preparer
-from tests.certs import Issuer, Leaf, pem
+from tests.support.edge import edge_settings
+from tests.support.intake import Intake, fresh, kubelet_write, start_intake
+from tests.support.pki import Issuer, Leaf, pem
+from tests.support.probes import eventually
 
 pytestmark = pytest.mark.slow
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class Intake:
-    tls: TlsConfig
-    store: CertStore[TlsObjects]
-    service: CertificateService
-    watcher: DirectoryWatcher | None
-    published: list[int] = field(default_factory=list)
-
-    @property
-    def cert_dir(self) -> Path:
-        return self.tls.cert_dir
-
-    @property
-    def fingerprint(self) -> str:
-        return self.store.current.snapshot.fingerprint
-
-    @property
-    def version(self) -> int:
-        return self.store.current.snapshot.version
-
-    async def served(self, leaf: Leaf, timeout: float = 10.0) -> None:
-        await wait_for(lambda: self.fingerprint == leaf.fingerprint, timeout)
-
-
-async def start_intake(tmp_path: Path, *, watch: str = "events", cert_dir: Path | None = None) -> Intake:
-    tls = TlsConfig(
-        cert_dir=cert_dir or tmp_path / "certs",
-        state_dir=tmp_path / "state",
-        server_name="edge.example",
-        ip_addresses=("127.0.0.1",),
-        watch=watch,
-        poll_delay_ms=100,
-    )
-    store: CertStore[TlsObjects] = CertStore(tls_preparer("1.2"))
-    service = CertificateService(store, tls)
-    await service.load_initial()
-    intake = Intake(tls, store, service, None)
-
-    def on_publish(serving: Serving[TlsObjects]) -> None:
-        intake.published.append(serving.snapshot.version)
-
-    store.subscribe(on_publish)
-    if watch != "off":
-        intake.watcher = DirectoryWatcher(tls.cert_dir, service.directory_changed, polling=watch == "poll", poll_delay_ms=100)
-        await intake.watcher.start()
-    return intake
 
 
 @pytest.fixture
@@ -100,8 +43,12 @@ def issuer(root: Issuer) -> Issuer:
     return root
 
 
-def fresh(issuer: Issuer) -> Leaf:
-    return issuer.leaf("edge.example", ips=("127.0.0.1",))
+async def serve_fresh(intake: Intake, issuer: Issuer) -> Leaf:
+    """A fresh leaf written into the directory, once it is served."""
+    leaf = fresh(issuer)
+    leaf.write(intake.cert_dir)
+    await intake.served(leaf)
+    return leaf
 
 
 # --- start-up ---------------------------------------------------------------------------------
@@ -119,8 +66,7 @@ async def test_first_start_serves_a_self_signed_default_and_reuses_it(tmp_path: 
 
 async def test_self_signed_is_made_anew_when_the_names_change(tmp_path: Path) -> None:
     first = await start_intake(tmp_path, watch="off")
-    tls = first.tls
-    other = TlsConfig(tls.cert_dir, tls.state_dir, "other.example", ("10.0.0.5",))
+    other = edge_settings(tmp_path, watch="off", tls={"server_name": "other.example", "ip_addresses": ["10.0.0.5"]}).tls
     store: CertStore[TlsObjects] = CertStore(tls_preparer("1.2"))
     await CertificateService(store, other).load_initial()
     assert store.current.snapshot.fingerprint != first.fingerprint
@@ -178,9 +124,7 @@ async def test_rename_drop(intake: Intake, issuer: Issuer, tmp_path: Path) -> No
 
 
 async def test_slow_in_place_write_publishes_once_and_reports_nothing(intake: Intake, issuer: Issuer) -> None:
-    first = fresh(issuer)
-    first.write(intake.cert_dir)
-    await intake.served(first)
+    await serve_fresh(intake, issuer)
     second = fresh(issuer)
     (intake.cert_dir / "tls.key").write_bytes(second.key_pem)
     data = second.cert_pem
@@ -195,27 +139,24 @@ async def test_slow_in_place_write_publishes_once_and_reports_nothing(intake: In
 
 
 async def test_key_written_seconds_before_the_certificate_is_no_error(intake: Intake, issuer: Issuer) -> None:
-    first = fresh(issuer)
-    first.write(intake.cert_dir)
-    await intake.served(first)
+    first = await serve_fresh(intake, issuer)
     second = fresh(issuer)
     (intake.cert_dir / "tls.key").write_bytes(second.key_pem)
     await asyncio.sleep(1.2)  # settled with a mismatch: still inside the 2 s re-check window
     assert intake.fingerprint == first.fingerprint and intake.store.last_error is None
     (intake.cert_dir / "tls.crt").write_bytes(second.cert_pem)
+    written = time.monotonic()
     await intake.served(second)
-    await asyncio.sleep(2.5)  # past the window: no late report of the passing mismatch
+    await intake.watcher_read_since(written)  # every pass that could report the mismatch is over
     assert intake.store.last_error is None
     assert intake.published == [2, 3]
 
 
 async def test_mismatch_that_never_settles_is_reported_within_3_seconds(intake: Intake, issuer: Issuer) -> None:
-    first = fresh(issuer)
-    first.write(intake.cert_dir)
-    await intake.served(first)
+    first = await serve_fresh(intake, issuer)
     (intake.cert_dir / "tls.key").write_bytes(fresh(issuer).key_pem)
     changed = time.monotonic()
-    await wait_for(lambda: intake.store.last_error is not None, timeout=10)
+    await eventually(lambda: intake.store.last_error is not None, timeout=10)
     assert time.monotonic() - changed < 6  # 3 s promised; the margin is for a loaded machine
     assert intake.store.last_error is not None
     assert intake.store.last_error.problems == ("the private key does not match the certificate",)
@@ -224,12 +165,10 @@ async def test_mismatch_that_never_settles_is_reported_within_3_seconds(intake: 
 
 
 async def test_invalid_drop_keeps_serving_then_good_drop_clears_the_error(intake: Intake, issuer: Issuer) -> None:
-    first = fresh(issuer)
-    first.write(intake.cert_dir)
-    await intake.served(first)
+    first = await serve_fresh(intake, issuer)
     wrong = issuer.leaf("other.example")
     wrong.write(intake.cert_dir)
-    await wait_for(lambda: intake.store.last_error is not None)
+    await eventually(lambda: intake.store.last_error is not None)
     assert intake.store.last_error is not None
     assert intake.store.last_error.problems == ("the certificate covers other.example but not edge.example or 127.0.0.1",)
     assert intake.fingerprint == first.fingerprint
@@ -248,22 +187,6 @@ async def test_kubernetes_secret_volume_update(intake: Intake, issuer: Issuer) -
     kubelet_write(intake.cert_dir, second, "..2026_11_28_10_05_00.000000002")
     await intake.served(second)
     assert intake.published == [2, 3]
-
-
-def kubelet_write(directory: Path, leaf: Leaf, stamp: str) -> None:
-    folder = directory / stamp
-    folder.mkdir()
-    (folder / "tls.crt").write_bytes(leaf.cert_pem)
-    (folder / "tls.key").write_bytes(leaf.key_pem)
-    (folder / "ca.crt").write_bytes(leaf.ca_pem() or b"")
-    (directory / "..data_tmp").symlink_to(stamp)
-    old = os.readlink(directory / "..data") if (directory / "..data").is_symlink() else None
-    os.replace(directory / "..data_tmp", directory / "..data")
-    for name in ("tls.crt", "tls.key", "ca.crt"):
-        if not (directory / name).is_symlink():
-            (directory / name).symlink_to(f"..data/{name}")
-    if old:
-        shutil.rmtree(directory / old)
 
 
 async def test_cert_dir_created_after_start(tmp_path: Path, issuer: Issuer) -> None:
@@ -291,11 +214,9 @@ async def test_polling_mode_sees_a_drop(tmp_path: Path, issuer: Issuer) -> None:
 
 
 async def test_missing_files_alone_are_never_a_rejection(intake: Intake, issuer: Issuer) -> None:
-    first = fresh(issuer)
-    first.write(intake.cert_dir)
-    await intake.served(first)
+    first = await serve_fresh(intake, issuer)
     (intake.cert_dir / "tls.key").unlink()
-    await asyncio.sleep(3)
+    await intake.watcher_read_since(time.monotonic())
     assert intake.store.last_error is None and intake.fingerprint == first.fingerprint
 
 
@@ -310,7 +231,7 @@ async def test_same_material_again_and_ca_alone_are_no_new_version(intake: Intak
         saved = files.load_last_good(intake.tls.state_dir)
         return saved is not None and saved[0].ca_pem is not None
 
-    await wait_for(lambda: intake.store.current.snapshot.material.ca_pem is not None and ca_kept())
+    await eventually(lambda: intake.store.current.snapshot.material.ca_pem is not None and ca_kept())
     assert intake.version == 2 and intake.published == [2]
 
 
@@ -324,12 +245,12 @@ async def test_upload_writes_all_files_atomically_and_the_watcher_adds_no_versio
     assert (intake.cert_dir / "tls.crt").is_symlink() and (intake.cert_dir / "..data").is_symlink()
     assert files.read_material_dir(intake.cert_dir).key_pem == leaf.key_pem
     assert (intake.cert_dir / "..data" / "tls.key").stat().st_mode & 0o777 == 0o600
-    await asyncio.sleep(1.5)
+    await intake.watcher_read_since(time.monotonic())  # the watcher has read what the upload wrote
     assert intake.published == [2] and intake.store.current.snapshot.source == "upload"
     second = fresh(issuer)
     # Without ca.crt, the root ends tls.crt.
     await intake.service.upload(Material(second.cert_pem + pem(root.cert), second.key_pem))
-    await asyncio.sleep(1.0)
+    await intake.watcher_read_since(time.monotonic())
     assert intake.published == [2, 3] and not (intake.cert_dir / "ca.crt").exists()
     assert len([p for p in intake.cert_dir.iterdir() if p.is_dir() and not p.is_symlink()]) == 1
 
@@ -349,7 +270,7 @@ async def test_reload_with_watching_off(tmp_path: Path, issuer: Issuer) -> None:
     started = await start_intake(tmp_path, watch="off")
     leaf = fresh(issuer)
     leaf.write(tmp_path / "certs")
-    await asyncio.sleep(0.5)
+    assert started.watcher is None  # watch = "off": nothing reads the directory until asked
     assert started.store.current.snapshot.source == "self-signed"
     offer = await started.service.reload()
     assert offer.swapped and started.fingerprint == leaf.fingerprint

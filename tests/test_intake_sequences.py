@@ -5,10 +5,6 @@ reported, whatever the files' timestamps say. Real files, real watchfiles, real 
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import os
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,12 +12,12 @@ import pytest
 
 from proxy import metrics
 from proxy.certstore import files
-from proxy.certstore.store import CertStore
 from proxy.certstore.watcher import DirectoryWatcher
-from proxy.tlsmaterial import TlsObjects, listening_context
-from tests.admin_helpers import Admin, running_admin
-from tests.certs import Issuer, Leaf, pem
-from tests.test_intake import Intake, fresh, kubelet_write, start_intake, wait_for
+from tests.support.edge import Admin, running_admin
+from tests.support.intake import Intake, drop, fresh, kubelet_write, start_intake
+from tests.support.listeners import RunningListener, https, route, running_listener
+from tests.support.pki import Issuer, Leaf
+from tests.support.probes import eventually, free_port, handshake_fingerprint
 
 pytestmark = pytest.mark.slow
 
@@ -33,69 +29,22 @@ FIXED_MTIME_NS = 1_700_000_000 * 10**9
 
 
 class Handshakes:
-    """A TLS server on 127.0.0.1 that hands each new handshake the store's current version,
-    as the listeners do, and a client that reports which leaf it was shown."""
+    """An HTTPS listener serving from the intake's store, as the edge's listeners do, and what a
+    brand-new handshake on it is shown."""
 
-    def __init__(self, store: CertStore[TlsObjects]) -> None:
-        self._context = listening_context("1.2", lambda: store.current.tls.ssl_context)
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> Handshakes:
-        async def close(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.close()
-
-        self._server = await asyncio.start_server(close, "127.0.0.1", 0, ssl=self._context)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+    def __init__(self, listener: RunningListener) -> None:
+        self.port = listener.port
 
     async def fingerprint(self) -> str:
-        """SHA-256 of the leaf a new connection is shown (a fresh client: no resumption)."""
-        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        client.check_hostname = False
-        client.verify_mode = ssl.CERT_NONE  # the test compares fingerprints; trust is not the question
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port, ssl=client), 10)
-        try:
-            ssl_object = writer.get_extra_info("ssl_object")
-            return hashlib.sha256(ssl_object.getpeercert(binary_form=True)).hexdigest()
-        finally:
-            writer.close()
+        return await handshake_fingerprint(self.port)  # no trust: the test compares fingerprints
 
     async def serves(self, leaf: Leaf, timeout: float = 10.0) -> None:
-        """Wait until a new handshake is shown `leaf`; fails naming what it was shown instead."""
-        seen = ""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            seen = await self.fingerprint()
-            if seen == leaf.fingerprint:
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"a new handshake was still shown {seen}, not the dropped {leaf.fingerprint}, after {timeout} s")
+        """Wait until a new handshake is shown `leaf`."""
 
+        async def shown() -> bool:
+            return await self.fingerprint() == leaf.fingerprint
 
-def drop(directory: Path, leaf: Leaf | None, *, key: bytes | None = None, ca: Issuer | None = None, mtime_ns: int | None = None) -> None:
-    """Write tls.key, then tls.crt, then ca.crt, each to a temp file renamed into place (what
-    `install` and most deploy hooks do); with `mtime_ns` every file gets that timestamp."""
-    files: list[tuple[str, bytes]] = []
-    if key is not None or leaf is not None:
-        files.append(("tls.key", key if key is not None else leaf.key_pem))  # type: ignore[union-attr]
-    if leaf is not None:
-        # Without ca.crt the root ends tls.crt: a chain must end at a root the edge can find.
-        anchor = pem(leaf.root) if ca is None and leaf.root is not None else b""
-        files.append(("tls.crt", leaf.cert_pem + anchor))
-    if ca is not None:
-        files.append(("ca.crt", pem(ca.cert)))
-    for name, data in files:
-        temp = directory / f".{name}.tmp"
-        temp.write_bytes(data)
-        if mtime_ns is not None:
-            os.utime(temp, ns=(mtime_ns, mtime_ns))
-        os.replace(temp, directory / name)
+        await eventually(shown, timeout)
 
 
 @pytest.fixture(params=["events", "poll"])
@@ -109,8 +58,8 @@ async def watched(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 @pytest.fixture
 async def handshakes(watched: Intake) -> AsyncIterator[Handshakes]:
-    async with Handshakes(watched.store) as server:
-        yield server
+    async with running_listener(https(route(free_port())), store=watched.store) as listener:
+        yield Handshakes(listener)
 
 
 def rejections() -> float:
@@ -147,7 +96,7 @@ async def test_mismatched_key_dropped_right_after_a_swap_is_reported(watched: In
         assert watched.store.last_error is None
         counted = rejections()
         drop(watched.cert_dir, None, key=fresh(root).key_pem, mtime_ns=FIXED_MTIME_NS)
-        await wait_for(lambda: watched.store.last_error is not None, timeout=10)
+        await eventually(lambda: watched.store.last_error is not None, timeout=10)
         error = watched.store.last_error
         assert error is not None, round_
         assert (error.source, error.problems) == ("directory", ("the private key does not match the certificate",))
@@ -171,7 +120,7 @@ async def test_polling_reads_the_directory_without_any_change(tmp_path: Path) ->
     try:
         first = metrics.REGISTRY.get_sample_value("edge_certificate_dir_last_read_timestamp_seconds")
         assert first is not None and first > 0
-        await wait_for(lambda: (metrics.REGISTRY.get_sample_value("edge_certificate_dir_last_read_timestamp_seconds") or 0) > first)
+        await eventually(lambda: (metrics.REGISTRY.get_sample_value("edge_certificate_dir_last_read_timestamp_seconds") or 0) > first)
         assert intake.published == []
     finally:
         assert intake.watcher is not None
@@ -184,7 +133,7 @@ async def test_metrics_show_when_the_directory_was_last_read(tmp_path: Path, roo
         before = await last_read(admin)
         leaf = fresh(root)
         drop(tmp_path / "certs", leaf)
-        await wait_for(lambda: admin.service.store.current.snapshot.fingerprint == leaf.fingerprint)
+        await eventually(lambda: admin.service.store.current.snapshot.fingerprint == leaf.fingerprint)
         assert await last_read(admin) > before
 
 
@@ -225,9 +174,9 @@ async def test_files_symlinked_from_outside_the_directory_are_read_again_without
     watcher = DirectoryWatcher(certs, intake.service.directory_changed, rescan_seconds=0.3)
     await watcher.start()
     try:
-        async with Handshakes(intake.store) as server:
+        async with running_listener(https(route(free_port())), store=intake.store) as listener:
             second = fresh(root)
             drop(outside, second)
-            await server.serves(second)
+            await Handshakes(listener).serves(second)
     finally:
         await watcher.stop()

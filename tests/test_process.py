@@ -11,59 +11,30 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from proxy.workers import ORPHAN_CHECK_SECONDS
-from tests.certs import Issuer
-from tests.edge_process import EdgeProcess, peer_fingerprint
+from tests.support.pki import Issuer
+from tests.support.probes import eventually, handshake_fingerprint
+from tests.support.process import EdgeProcess
+from tests.support.web import Upstream
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[int]:
-    async def hello(request: web.Request) -> web.Response:
-        return web.Response(text="hello")
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        for _ in range(4):
-            await response.write(b"tick\n")
-            await asyncio.sleep(0.5)
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_get("/", hello)
-    app.router.add_get("/slow", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield port
-    await runner.cleanup()
-
-
-async def test_two_workers_both_serve_the_new_certificate_after_a_swap(tmp_path: Path, upstream: int, root: Issuer) -> None:
-    edge = EdgeProcess(tmp_path, upstream, workers=2)
+async def test_two_workers_both_serve_the_new_certificate_after_a_swap(tmp_path: Path, up: Upstream, root: Issuer) -> None:
+    edge = EdgeProcess(tmp_path, up.port, workers=2)
     await edge.start()
     try:
-        deadline = time.monotonic() + 20
-        while edge.log().count("(https) serving on") < 2:  # both processes are up
-            assert time.monotonic() < deadline, edge.log()
-            await asyncio.sleep(0.1)
-        before = await asyncio.to_thread(peer_fingerprint, edge.https_port)
+        # start() returned on /healthz 200: with workers, that is every worker serving.
+        before = await handshake_fingerprint(edge.https_port)
         leaf = root.leaf("edge.example", ips=("127.0.0.1",))
         leaf.write(edge.cert_dir)
         deadline = time.monotonic() + 10
-        while await asyncio.to_thread(peer_fingerprint, edge.https_port) != leaf.fingerprint:
+        while await handshake_fingerprint(edge.https_port) != leaf.fingerprint:
             assert time.monotonic() < deadline, edge.log()
             await asyncio.sleep(0.1)
         # Both processes must log the swap; the wait is generous for a loaded machine.
@@ -72,7 +43,7 @@ async def test_two_workers_both_serve_the_new_certificate_after_a_swap(tmp_path:
             await asyncio.sleep(0.1)
         # SO_REUSEPORT spreads connections by their addresses: 40 fresh connections from
         # different source ports reach both processes (all on one: odds of 2^-39).
-        seen = {await asyncio.to_thread(peer_fingerprint, edge.https_port) for _ in range(40)}
+        seen = {await handshake_fingerprint(edge.https_port) for _ in range(40)}
         assert seen == {leaf.fingerprint}, f"still serving {before} somewhere"
     finally:
         await edge.stop()
@@ -92,14 +63,11 @@ def _request_with_session(context: ssl.SSLContext, port: int, session: ssl.SSLSe
         return tls.session_reused, tls.session
 
 
-async def test_a_client_resumes_its_tls_session_on_any_worker(tmp_path: Path, upstream: int) -> None:
-    edge = EdgeProcess(tmp_path, upstream, workers=2)
+async def test_a_client_resumes_its_tls_session_on_any_worker(tmp_path: Path, up: Upstream) -> None:
+    edge = EdgeProcess(tmp_path, up.port, workers=2)
     await edge.start()
     try:
-        deadline = time.monotonic() + 20
-        while edge.log().count("(https) serving on") < 2:
-            assert time.monotonic() < deadline, edge.log()
-            await asyncio.sleep(0.1)
+        # start() returned on /healthz 200: with workers, that is every worker serving.
         context = ssl.create_default_context()  # a session is only offered by the context it came from
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -150,8 +118,8 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-async def test_healthz_answers_503_once_a_worker_has_died(tmp_path: Path, upstream: int) -> None:
-    edge = EdgeProcess(tmp_path, upstream, workers=2)
+async def test_healthz_answers_503_once_a_worker_has_died(tmp_path: Path, up: Upstream) -> None:
+    edge = EdgeProcess(tmp_path, up.port, workers=2)
     await edge.start()  # 200 only once the first process and its worker both serve
     try:
         (worker,) = _worker_pids(edge)
@@ -167,13 +135,13 @@ async def test_healthz_answers_503_once_a_worker_has_died(tmp_path: Path, upstre
                 await asyncio.sleep(0.1)
         assert f"worker process {worker} exited" in edge.log()
         # The first process still serves what it can.
-        assert await asyncio.to_thread(peer_fingerprint, edge.https_port)
+        assert await handshake_fingerprint(edge.https_port)
     finally:
         await edge.stop()
 
 
-async def test_a_worker_stops_once_its_first_process_is_gone(tmp_path: Path, upstream: int) -> None:
-    edge = EdgeProcess(tmp_path, upstream, workers=2)
+async def test_a_worker_stops_once_its_first_process_is_gone(tmp_path: Path, up: Upstream) -> None:
+    edge = EdgeProcess(tmp_path, up.port, workers=2)
     await edge.start()
     (worker,) = _worker_pids(edge)
     assert edge.process is not None
@@ -186,48 +154,54 @@ async def test_a_worker_stops_once_its_first_process_is_gone(tmp_path: Path, ups
     assert "is gone: stopping this worker" in edge.log()
 
 
-async def test_a_single_process_edge_is_nobody_s_worker_and_keeps_serving(tmp_path: Path, upstream: int) -> None:
-    edge = EdgeProcess(tmp_path, upstream)
+async def test_a_single_process_edge_is_nobody_s_worker_and_keeps_serving(tmp_path: Path, up: Upstream) -> None:
+    edge = EdgeProcess(tmp_path, up.port)
     await edge.start()
     try:
         await asyncio.sleep(ORPHAN_CHECK_SECONDS * 2.5)  # past the checks a forked worker makes
         assert edge.process is not None and edge.process.poll() is None, edge.log()
-        assert await asyncio.to_thread(peer_fingerprint, edge.https_port)
+        assert await handshake_fingerprint(edge.https_port)
         assert "stopping" not in edge.log()
     finally:
         await edge.stop()
 
 
-async def test_on_a_first_start_every_worker_serves_the_one_self_signed_default(tmp_path: Path, upstream: int) -> None:
-    edge = EdgeProcess(tmp_path, upstream, workers=2)  # no certificate anywhere yet
+async def test_on_a_first_start_every_worker_serves_the_one_self_signed_default(tmp_path: Path, up: Upstream) -> None:
+    edge = EdgeProcess(tmp_path, up.port, workers=2)  # no certificate anywhere yet
     await edge.start()
     try:
         # Workers start once the first process serves, and load the default it generated.
-        seen = {await asyncio.to_thread(peer_fingerprint, edge.https_port) for _ in range(40)}
+        seen = {await handshake_fingerprint(edge.https_port) for _ in range(40)}
         assert len(seen) == 1, edge.log()
         assert edge.log().count("generated a self-signed certificate") == 1, edge.log()
     finally:
         await edge.stop()
 
 
-async def test_sigterm_lets_an_in_flight_response_finish_then_exits_0(tmp_path: Path, upstream: int) -> None:
-    edge = EdgeProcess(tmp_path, upstream, drain_seconds=10)
+async def test_sigterm_lets_an_in_flight_response_finish_then_exits_0(tmp_path: Path, up: Upstream) -> None:
+    edge = EdgeProcess(tmp_path, up.port, drain_seconds=10)
     await edge.start()
+
+    async def draining() -> bool:
+        return not await edge.healthy()
+
     connector = aiohttp.TCPConnector(ssl=False)
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(f"https://127.0.0.1:{edge.https_port}/slow") as response:
+        async with session.get(f"https://127.0.0.1:{edge.https_port}/hold") as response:
             assert response.status == 200
             first = await response.content.readline()
             edge.signal(signal.SIGTERM)
+            await eventually(draining)  # /healthz says 503 once the edge has begun to drain
+            up.release.set()
             rest = await response.read()
-        assert first + rest == b"tick\n" * 4
+        assert first + rest == b"first\nlast\n"
     assert await edge.wait() == 0
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", edge.https_port), timeout=2):
         pass
 
 
-async def test_a_port_in_use_exits_1_with_a_clear_message(tmp_path: Path, upstream: int) -> None:
-    edge = EdgeProcess(tmp_path, upstream)
+async def test_a_port_in_use_exits_1_with_a_clear_message(tmp_path: Path, up: Upstream) -> None:
+    edge = EdgeProcess(tmp_path, up.port)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", edge.https_port))
         taken.listen()

@@ -1,7 +1,7 @@
 """Every kind of bad material, by directory drop and by API upload, against the whole Edge
-(issue 6): it is refused with the problem named, every listener (HTTPS, gRPC in relay and in
-grpcio mode) keeps showing new clients the certificate it showed before, and good material
-offered right after is served at once."""
+(issue 6): it is refused with the problem named, every listener (HTTPS and gRPC) keeps showing
+new clients the certificate it showed before, and good material offered right after is served at
+once."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import pytest_asyncio
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from proxy.certstore.pem import Material
-from tests.admin_helpers import eventually
-from tests.certs import NOW, Issuer, key_pem, new_key, pem
-from tests.grpc_helpers import closed_port
-from tests.reliability_helpers import Pki, RunningEdge, drop_files, running_edge, upload_body
+from tests.support.edge import RunningEdge, drop_files, running_edge, upload_body
+from tests.support.pki import NOW, SERVER_IP, SERVER_NAME, Issuer, Pki, key_pem, new_key, pem
+from tests.support.probes import eventually, free_port
 
 # One edge serves the whole module (starting one per case would double the run time); each case
 # starts from whatever the previous one left serving and judges only what changes after it.
@@ -67,7 +66,7 @@ KINDS = [
     BadKind("mismatched key", lambda pki: _with(pki, key_pem=pki.leaf().key_pem), "the private key does not match the certificate"),
     BadKind("expired", lambda pki: _with(pki, not_before=NOW - timedelta(days=90), not_after=NOW - timedelta(days=1)), "expired on"),
     BadKind("not yet valid", lambda pki: _with(pki, not_before=NOW + timedelta(days=1)), "is not valid before"),
-    BadKind("wrong name", _wrong_name, "covers other.example, 10.9.9.9 but not localhost or 127.0.0.1"),
+    BadKind("wrong name", _wrong_name, f"covers other.example, 10.9.9.9 but not {SERVER_NAME} or {SERVER_IP}"),
     BadKind("garbage", lambda pki: _with(pki, cert_pem=b"\x00\x17this is no certificate\n" * 40), "tls.crt holds no PEM block"),
     BadKind("truncated", lambda pki: _with(pki, cert_pem=pki.leaf().cert_pem[:300]), "tls.crt is cut off"),
     BadKind("key in the cert file", _key_in_cert_file, "tls.crt contains a private key"),
@@ -94,7 +93,7 @@ def pki() -> Pki:
 async def running(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> AsyncIterator[RunningEdge]:
     # Only handshakes are made here: the upstreams are never called.
     base = tmp_path_factory.mktemp("bad-material")
-    async with running_edge(base, pki, http_upstream=closed_port(), grpc_upstream=closed_port()) as edge:
+    async with running_edge(base, pki=pki, http_upstream=free_port(), grpc_upstream=free_port()) as edge:
         yield edge
 
 

@@ -14,18 +14,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.admin_helpers import SERVER_NAME, eventually
-from tests.grpc_helpers import EchoUpstream, running_upstream
-from tests.https_helpers import Response, Upstream, closed_by_peer, read_response, tls_connect, upstream
-from tests.reliability_helpers import (
-    Pki,
-    RunningEdge,
-    Tally,
-    ensure_open_files,
-    grpc_call,
-    new_connection_request,
-    running_edge,
-)
+from tests.support.edge import RunningEdge, running_edge
+from tests.support.grpc_echo import EchoUpstream, running_upstream
+from tests.support.load import Tally, ensure_open_files, grpc_call, new_connection_request
+from tests.support.pki import SERVER_IP, SERVER_NAME, Pki
+from tests.support.probes import eventually
+from tests.support.web import Response, Upstream, closed_by_peer, read_response, tls_connect, tls_connection
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -44,43 +38,33 @@ def pki() -> Pki:
 
 
 @pytest.fixture
-async def http_upstream() -> AsyncIterator[Upstream]:
-    async with upstream() as server:
-        yield server
-
-
-@pytest.fixture
 async def grpc_upstream() -> AsyncIterator[EchoUpstream]:
     async with running_upstream() as server:
         yield server
 
 
 @pytest.fixture
-async def running(tmp_path: Path, pki: Pki, http_upstream: Upstream, grpc_upstream: EchoUpstream) -> AsyncIterator[RunningEdge]:
+async def running(tmp_path: Path, pki: Pki, up: Upstream, grpc_upstream: EchoUpstream) -> AsyncIterator[RunningEdge]:
     limits = {"handshake_timeout": HANDSHAKE_TIMEOUT, "header_timeout": HEADER_TIMEOUT, "idle_timeout": 120}
-    async with running_edge(tmp_path, pki, http_upstream=http_upstream.port, grpc_upstream=grpc_upstream.port, server=limits) as edge:
+    async with running_edge(tmp_path, pki=pki, http_upstream=up.port, grpc_upstream=grpc_upstream.port, server=limits) as edge:
         yield edge
 
 
 async def _request(running: RunningEdge, raw: bytes) -> tuple[Response, bool]:
     """Send raw bytes on a new verified connection: the response and whether the edge then closed."""
-    reader, writer = await tls_connect(running.https_port, running.pki.client_context())
-    try:
+    async with tls_connection(running.https_port, running.pki.client_context()) as (reader, writer):
         writer.write(raw)
         response = await asyncio.wait_for(read_response(reader), MARGIN)
         return response, await closed_by_peer(reader, MARGIN)
-    finally:
-        writer.close()
 
 
 async def _still_serving(running: RunningEdge) -> None:
     status, _ = await new_connection_request(running.https_port, running.pki, "/still-serving")
     assert status == 200
     tally = Tally("grpc")
-    for port in running.grpc_ports.values():
-        async with running.pki.grpc_channel(port) as channel:
-            await grpc_call(channel, tally, b"still serving")
-    assert (tally.ok, tally.failures) == (len(running.grpc_ports), [])
+    async with running.pki.grpc_channel(running.grpc_port) as channel:
+        await grpc_call(channel, tally, b"still serving")
+    assert (tally.ok, tally.failures) == (1, [])
 
 
 async def _closed_after(reader: asyncio.StreamReader, since: float, limit: float = HANDSHAKE_TIMEOUT + MARGIN) -> float:
@@ -98,7 +82,7 @@ async def test_connections_that_never_finish_a_tls_handshake_are_closed_at_hands
     opened = time.monotonic()
     silent = {
         (port, opening): await asyncio.open_connection("127.0.0.1", port)
-        for port in (running.https_port, *running.grpc_ports.values())
+        for port in (running.https_port, running.grpc_port)
         for opening in (b"", b"\x16\x03\x01\x02\x00")
     }
     try:
@@ -120,31 +104,30 @@ async def test_connections_that_never_finish_a_tls_handshake_are_closed_at_hands
 
 
 async def test_connections_that_finish_tls_and_send_nothing_are_closed_in_time(
-    tmp_path: Path, pki: Pki, http_upstream: Upstream, grpc_upstream: EchoUpstream
+    tmp_path: Path, pki: Pki, up: Upstream, grpc_upstream: EchoUpstream
 ) -> None:
     limits = {"handshake_timeout": HANDSHAKE_TIMEOUT, "header_timeout": HEADER_TIMEOUT, "idle_timeout": IDLE_TIMEOUT}
-    async with running_edge(tmp_path, pki, http_upstream=http_upstream.port, grpc_upstream=grpc_upstream.port, server=limits) as running:
+    ports = {"http_upstream": up.port, "grpc_upstream": grpc_upstream.port}
+    async with running_edge(tmp_path, pki=pki, server=limits, **ports) as running:
         opened = time.monotonic()
         quiet = [
             await asyncio.open_connection("127.0.0.1", port, ssl=pki.client_context(alpn), server_hostname=SERVER_NAME)
-            for port, alpn in ((running.https_port, "http/1.1"), *((port, "h2") for port in running.grpc_ports.values()))
+            for port, alpn in ((running.https_port, "http/1.1"), (running.grpc_port, "h2"))
         ]
         try:
             waited = await asyncio.gather(*(_closed_after(reader, opened, IDLE_TIMEOUT + MARGIN) for reader, _ in quiet))
         finally:
             for _, writer in quiet:
                 writer.close()
-        # HTTPS owes its first request head within header_timeout, as nginx does; relay mode
-        # treats a connection with no stream as idle (a GOAWAY first, then the close); grpcio
-        # bounds the HTTP/2 preface by handshake_timeout. None holds it longer than idle_timeout.
+        # HTTPS owes its first request head within header_timeout, as nginx does; gRPC treats a
+        # connection with no stream as idle (a GOAWAY first, then the close). Neither holds it
+        # longer than idle_timeout.
         assert all(seconds <= IDLE_TIMEOUT + MARGIN for seconds in waited), waited
         assert HEADER_TIMEOUT - EARLY <= waited[0] < IDLE_TIMEOUT, waited
         await _still_serving(running)
 
 
-async def test_a_head_sent_a_byte_a_second_gets_408_at_header_timeout_and_is_never_forwarded(
-    running: RunningEdge, http_upstream: Upstream
-) -> None:
+async def test_a_head_sent_a_byte_a_second_gets_408_at_header_timeout_and_is_never_forwarded(running: RunningEdge, up: Upstream) -> None:
     head = f"GET /slowloris HTTP/1.1\r\nHost: {SERVER_NAME}\r\nX-Padding: {'p' * 40}\r\n\r\n".encode()
     reader, writer = await tls_connect(running.https_port, running.pki.client_context())
     sent = 0
@@ -171,8 +154,8 @@ async def test_a_head_sent_a_byte_a_second_gets_408_at_header_timeout_and_is_nev
     # Each byte arrived in time, but the head as a whole did not: the deadline is per head, not per read.
     assert HEADER_TIMEOUT - EARLY <= answered_after <= HEADER_TIMEOUT + MARGIN, answered_after
     assert sent < len(head)
-    assert not any("slowloris" in path for path in http_upstream.seen)
-    await _still_serving(running)
+    await _still_serving(running)  # reaches the upstream after anything the slow head could have sent
+    assert not any("slowloris" in path for path in up.seen)
 
 
 async def test_a_thousand_idle_keep_alive_connections_do_not_stop_the_edge_serving_others(running: RunningEdge) -> None:
@@ -196,7 +179,7 @@ async def test_a_thousand_idle_keep_alive_connections_do_not_stop_the_edge_servi
         connector = aiohttp.TCPConnector(ssl=running.pki.client_context())
         async with aiohttp.ClientSession(connector=connector) as session:
             for n in range(50):
-                async with session.get(f"https://{SERVER_NAME}:{running.https_port}/busy/{n}") as answer:
+                async with session.get(f"https://{SERVER_IP}:{running.https_port}/busy/{n}") as answer:
                     assert answer.status == 200
         for _ in range(10):
             await _still_serving(running)
@@ -215,7 +198,7 @@ async def test_a_thousand_idle_keep_alive_connections_do_not_stop_the_edge_servi
     await eventually(released, timeout=30)
 
 
-async def test_an_oversize_header_block_gets_431_and_is_never_forwarded(running: RunningEdge, http_upstream: Upstream) -> None:
+async def test_an_oversize_header_block_gets_431_and_is_never_forwarded(running: RunningEdge, up: Upstream) -> None:
     one_huge = f"GET /oversize HTTP/1.1\r\nHost: {SERVER_NAME}\r\nX-Huge: {'h' * 70_000}\r\n\r\n".encode()
     very_many = (
         f"GET /oversize HTTP/1.1\r\nHost: {SERVER_NAME}\r\n".encode()
@@ -225,13 +208,12 @@ async def test_an_oversize_header_block_gets_431_and_is_never_forwarded(running:
     for raw in (one_huge, very_many):
         response, closed = await _request(running, raw)
         assert (response.status, response.header("connection"), closed) == (431, "close", True)
-    assert http_upstream.seen == []
+    assert up.seen == []
     await _still_serving(running)
+    assert up.seen == ["/still-serving"]
 
 
-async def test_content_length_with_transfer_encoding_gets_400_and_reaches_no_upstream(
-    running: RunningEdge, http_upstream: Upstream
-) -> None:
+async def test_content_length_with_transfer_encoding_gets_400_and_reaches_no_upstream(running: RunningEdge, up: Upstream) -> None:
     # The body hides a second request: an edge that framed by one header and an upstream that
     # framed by the other would disagree on where it starts.
     hidden = f"GET /smuggled HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n".encode()
@@ -243,6 +225,6 @@ async def test_content_length_with_transfer_encoding_gets_400_and_reaches_no_ups
         raw = f"POST /smuggling HTTP/1.1\r\nHost: {SERVER_NAME}\r\n{first}\r\n{second}\r\n\r\n".encode() + body
         response, closed = await _request(running, raw)
         assert (response.status, response.header("connection"), closed) == (400, "close", True)
-    assert http_upstream.seen == []  # neither the outer request nor the hidden one
+    assert up.seen == []  # neither the outer request nor the hidden one
     await _still_serving(running)
-    assert http_upstream.seen == ["/still-serving"]
+    assert up.seen == ["/still-serving"]

@@ -4,8 +4,7 @@ listeners between swaps; and again when long-lived connections, opened along the
 holding the certificate version it started with, stay open across the swaps and are then closed
 (Envoy kept old TLS contexts alive while long connections held them: envoy#30019).
 
-Last, TLS health checks that connect and leave must not grow the edge either (in grpcio mode they
-do, inside grpcio: an expected failure until grpcio is fixed).
+Last, TLS health checks that connect and leave must not grow the edge either.
 
 The edge runs as a child process so that its RSS is its own, not the test client's as well."""
 
@@ -18,27 +17,18 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import grpc
 import pytest
 
-from tests.admin_helpers import SERVER_NAME, eventually, metric
-from tests.grpc_helpers import running_upstream
-from tests.https_helpers import read_response, upstream
-from tests.reliability_helpers import (
-    EdgeProcessWithGrpcUpstream,
-    Pki,
-    Tally,
-    drop_files,
-    grpc_call,
-    h2_health_check,
-    handshake,
-    upload_body,
-    vm_rss_kib,
-)
+from tests.support.edge import drop_files, upload_body
+from tests.support.grpc_echo import running_upstream
+from tests.support.load import Tally, grpc_call, h2_health_check, vm_rss_kib
+from tests.support.pki import SERVER_NAME, Pki
+from tests.support.probes import eventually, handshake_fingerprint, metric
+from tests.support.process import EdgeProcess
+from tests.support.web import read_response, upstream
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-GRPC_MODES = ("relay",)
 
 SWAPS = 300
 BASELINE_AT = 20
@@ -48,11 +38,9 @@ HOLD_EVERY = 10  # swaps between two new long-lived connections (one HTTPS, one 
 
 @dataclass
 class Child:
-    """The edge process, an admin session and the PKI its material comes from."""
+    """The edge process and the PKI its material comes from."""
 
-    process: EdgeProcessWithGrpcUpstream
-    session: aiohttp.ClientSession
-    token: str
+    process: EdgeProcess
     pki: Pki
     swaps: int = 0
     rss_kib: dict[str, int] = field(default_factory=dict)
@@ -62,37 +50,30 @@ class Child:
         assert self.process.process is not None
         return self.process.process.pid
 
-    def admin(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.process.admin_port}{path}"
-
     async def swap(self) -> str:
         """A new leaf, by upload and by directory drop + reload in turn; returns its fingerprint.
         A reload reads the directory at once, so a drop costs no settle window here."""
         leaf = self.pki.leaf()
         material = self.pki.material(leaf)
-        headers = {"Authorization": f"Bearer {self.token}"}
         if self.swaps % 2 == 0:
-            request = self.session.post(self.admin("/api/v1/certificate"), json=upload_body(material), headers=headers)
+            status, body = await self.process.admin("POST", "/api/v1/certificate", json=upload_body(material))
         else:
             await asyncio.to_thread(drop_files, self.process.cert_dir, material)
-            request = self.session.post(self.admin("/api/v1/reload"), headers=headers)
-        async with request as response:
-            body = await response.json()
-        assert (response.status, body["fingerprint_sha256"]) == (200, leaf.fingerprint), body
+            status, body = await self.process.admin("POST", "/api/v1/reload")
+        assert (status, body["fingerprint_sha256"]) == (200, leaf.fingerprint), body
         self.swaps += 1
         return leaf.fingerprint
 
     async def handshakes_see(self, fingerprint: str) -> None:
         """New connections to both listeners are shown `fingerprint`. The gRPC one starts HTTP/2
         before it leaves: a connection that leaves without is the subject of its own test."""
-        https = await handshake(self.process.https_port, self.pki)
-        grpc_ = await handshake(self.process.grpc_port, self.pki, alpn="h2", h2_preface=True)
+        https = await handshake_fingerprint(self.process.https_port, self.pki)
+        grpc_ = await handshake_fingerprint(self.process.grpc_port, self.pki, alpn="h2", h2_preface=True)
         assert (https, grpc_) == (fingerprint, fingerprint)
 
     async def open_connections(self) -> float:
         """Client connections the edge holds open (a listener that does not count them adds 0)."""
-        async with self.session.get(self.admin("/metrics")) as response:
-            text = await response.text()
+        _, text = await self.process.admin("GET", "/metrics")
         return sum(metric(text, "edge_open_connections", listener=name) for name in ("web", "grpc"))
 
     def note_rss(self, label: str) -> None:
@@ -100,15 +81,13 @@ class Child:
 
 
 @asynccontextmanager
-async def child_edge(directory: Path, pki: Pki, grpc_mode: str = "relay") -> AsyncIterator[Child]:
+async def child_edge(directory: Path, pki: Pki) -> AsyncIterator[Child]:
     async with upstream() as http_upstream, running_upstream() as grpc_upstream:
-        process = EdgeProcessWithGrpcUpstream(directory, http_upstream.port, grpc_upstream_port=grpc_upstream.port, grpc_mode=grpc_mode)
+        process = EdgeProcess(directory, http_upstream.port, grpc_upstream_port=grpc_upstream.port)
         drop_files(process.cert_dir, pki.material(pki.leaf()))
         await process.start()
         try:
-            token = (directory / "state" / "admin.token").read_text().strip()
-            async with aiohttp.ClientSession() as session:
-                yield Child(process, session, token, pki)
+            yield Child(process, pki)
         finally:
             await process.stop()
 
@@ -148,11 +127,8 @@ class HeldHttps:
                 await writer.wait_closed()
 
 
-@pytest.mark.parametrize("grpc_mode", GRPC_MODES)
-async def test_rss_stays_within_30_percent_with_long_lived_connections_held_across_swaps_then_closed(
-    tmp_path: Path, grpc_mode: str
-) -> None:
-    async with child_edge(tmp_path, Pki(), grpc_mode) as child, AsyncExitStack() as held:
+async def test_rss_stays_within_30_percent_with_long_lived_connections_held_across_swaps_then_closed(tmp_path: Path) -> None:
+    async with child_edge(tmp_path, Pki()) as child, AsyncExitStack() as held:
         https: list[HeldHttps] = []
         channels: list[grpc.aio.Channel] = []
         calls = Tally("held gRPC channels")
@@ -185,33 +161,23 @@ async def test_rss_stays_within_30_percent_with_long_lived_connections_held_acro
         await eventually(all_closed, timeout=15)
         await asyncio.sleep(0.5)  # let the gRPC side finish closing too
         child.note_rss("after 300 swaps, connections closed")
-    print(f"\nedge RSS (KiB), {len(https)} HTTPS and {len(channels)} gRPC ({grpc_mode}) connections held: {child.rss_kib}")
+    print(f"\nedge RSS (KiB), {len(https)} HTTPS and {len(channels)} gRPC connections held: {child.rss_kib}")
     assert child.rss_kib["after 300 swaps, connections closed"] <= child.rss_kib["after 20 swaps"] * ALLOWED_GROWTH, child.rss_kib
 
 
 PROBES = 500
 PROBE_GROWTH = 1.10
-GRPCIO_PROBE_LEAK = (
-    "grpcio's core keeps about 45 KB for every connection a client drops once the HTTP/2 "
-    "transport is up (a TLS health check, a scanner, a client that dies): measured with grpcio "
-    "1.85.3 and a bare grpc.aio server too, so not in the edge's code (compare grpc/grpc#43188). "
-    "The relay mode, the default, does not hand such connections to grpcio."
-)
 
 
-_GRPCIO_LEAKS = pytest.mark.xfail(strict=True, reason=GRPCIO_PROBE_LEAK)
-
-
-@pytest.mark.parametrize("grpc_mode", [pytest.param(mode, marks=_GRPCIO_LEAKS) if mode == "grpcio" else mode for mode in GRPC_MODES])
-async def test_rss_stays_flat_while_health_checks_connect_and_leave(tmp_path: Path, grpc_mode: str) -> None:
+async def test_rss_stays_flat_while_health_checks_connect_and_leave(tmp_path: Path) -> None:
     """Load balancers' TLS health checks and certificate monitors connect, finish the handshake
     (on gRPC: see the server's first HTTP/2 frame) and leave without a request, thousands of
     times a day. The edge must not grow with them."""
-    async with child_edge(tmp_path, Pki(), grpc_mode) as child:
+    async with child_edge(tmp_path, Pki()) as child:
 
         async def checks(count: int) -> None:
             for _ in range(count):
-                await handshake(child.process.https_port, child.pki)
+                await handshake_fingerprint(child.process.https_port, child.pki)
                 await h2_health_check(child.process.grpc_port, child.pki)
 
         await checks(50)
@@ -219,5 +185,5 @@ async def test_rss_stays_flat_while_health_checks_connect_and_leave(tmp_path: Pa
         await checks(PROBES)
         await asyncio.sleep(1.0)
         child.note_rss(f"after {PROBES + 50} checks")
-    print(f"\nedge RSS (KiB), gRPC in {grpc_mode} mode: {child.rss_kib}")
+    print(f"\nedge RSS (KiB): {child.rss_kib}")
     assert child.rss_kib[f"after {PROBES + 50} checks"] <= child.rss_kib["after 50 checks"] * PROBE_GROWTH, child.rss_kib

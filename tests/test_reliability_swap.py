@@ -1,5 +1,5 @@
 """Certificate swaps under load (issue 6): HTTPS keep-alive clients, HTTPS clients with a new TLS
-connection per request and gRPC unary loops (on a gRPC listener in each mode) run through the
+connection per request and gRPC unary loops run through the
 whole Edge while a new certificate arrives every 250 ms, by directory drop and by API upload in
 turn. Nothing may fail, and new handshakes must see the certificates from both paths on every
 listener, never anything that was not published."""
@@ -15,24 +15,12 @@ import pytest
 
 from proxy.certstore.store import Serving
 from proxy.tlsmaterial import TlsObjects
-from tests.certs import Leaf
-from tests.grpc_helpers import running_upstream
-from tests.https_helpers import upstream
-from tests.reliability_helpers import (
-    Pki,
-    RunningEdge,
-    Tally,
-    copy_files,
-    drop_files,
-    grpc_new_channel_loop,
-    grpc_unary_loop,
-    handshake_loop,
-    keep_alive_client,
-    new_connection_client,
-    running_edge,
-    upload_body,
-)
-from tests.test_intake import wait_for
+from tests.support.edge import RunningEdge, copy_files, drop_files, running_edge, upload_body
+from tests.support.grpc_echo import running_upstream
+from tests.support.load import Tally, grpc_new_channel_loop, grpc_unary_loop, handshake_loop, keep_alive_client, new_connection_client
+from tests.support.pki import Leaf, Pki
+from tests.support.probes import eventually
+from tests.support.web import upstream
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -68,7 +56,7 @@ async def test_swaps_every_250_ms_under_load_fail_no_request_and_no_handshake(tm
     async with (
         upstream() as http_upstream,
         running_upstream() as grpc_upstream,
-        running_edge(tmp_path, pki, http_upstream=http_upstream.port, grpc_upstream=grpc_upstream.port) as running,
+        running_edge(tmp_path, pki=pki, http_upstream=http_upstream.port, grpc_upstream=grpc_upstream.port) as running,
         AsyncExitStack() as channels,
     ):
         published = {running.serving_fingerprint: running.edge.store.current.snapshot.source}
@@ -82,26 +70,25 @@ async def test_swaps_every_250_ms_under_load_fail_no_request_and_no_handshake(tm
         keep_alive = [Tally(f"https keep-alive {i}") for i in range(3)]
         per_request = [Tally(f"https new connection {i}") for i in range(2)]
         grpc_calls: list[Tally] = []
-        probes = {"web": Tally("https handshakes")} | {name: Tally(f"{name} handshakes") for name in running.grpc_ports}
+        probes = {"web": Tally("https handshakes"), "grpc": Tally("grpc handshakes")}
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as load:
             for tally in keep_alive:
                 load.create_task(keep_alive_client(running.https_port, pki, stop, tally))
             for tally in per_request:
                 load.create_task(new_connection_client(running.https_port, pki, stop, tally))
-            for name, port in running.grpc_ports.items():
-                # Two call loops share one long-lived channel; a third makes a new channel per call.
-                channel = await channels.enter_async_context(pki.grpc_channel(port))
-                grpc_calls += [Tally(f"{name} unary {i}") for i in range(2)] + [Tally(f"{name} new channel per call")]
-                load.create_task(grpc_unary_loop(channel, stop, grpc_calls[-3]))
-                load.create_task(grpc_unary_loop(channel, stop, grpc_calls[-2]))
-                load.create_task(grpc_new_channel_loop(port, pki, stop, grpc_calls[-1]))
-                load.create_task(handshake_loop(port, pki, stop, probes[name], alpn="h2"))
+            # Two call loops share one long-lived channel; a third makes a new channel per call.
+            channel = await channels.enter_async_context(pki.grpc_channel(running.grpc_port))
+            grpc_calls += [Tally(f"grpc unary {i}") for i in range(2)] + [Tally("grpc new channel per call")]
+            load.create_task(grpc_unary_loop(channel, stop, grpc_calls[0]))
+            load.create_task(grpc_unary_loop(channel, stop, grpc_calls[1]))
+            load.create_task(grpc_new_channel_loop(running.grpc_port, pki, stop, grpc_calls[2]))
+            load.create_task(handshake_loop(running.grpc_port, pki, stop, probes["grpc"], alpn="h2"))
             load.create_task(handshake_loop(running.https_port, pki, stop, probes["web"], alpn="http/1.1"))
             try:
                 asked = await swap_in_turn(running, leaves)
                 # The last drop settles, then the load runs on a moment with the final leaf.
-                await wait_for(lambda: running.serving_fingerprint == leaves[-1].fingerprint, timeout=10)
+                await eventually(lambda: running.serving_fingerprint == leaves[-1].fingerprint, timeout=10)
                 await asyncio.sleep(0.5)
             finally:
                 stop.set()

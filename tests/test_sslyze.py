@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from proxy.certstore.pem import Material
-from tests.certs import Issuer, pem
-from tests.edge_process import REPO
-from tests.policy_helpers import running_edge
+from tests.support.pki import SERVER_IP, SERVER_NAME, Issuer, pem
+from tests.support.policy import running_edge
+from tests.support.process import REPO
 
 SSLYZE = REPO / ".venv-sslyze" / "bin" / "sslyze"
 
@@ -28,7 +28,7 @@ def scannable_material() -> tuple[Material, bytes]:
     sslyze's path validation needs as browsers do, and a lifetime within Mozilla's 366 days),
     and the root."""
     root = Issuer("Scan Root CA")
-    leaf = root.intermediate("Scan Issuing CA").leaf("localhost", ips=("127.0.0.1",))
+    leaf = root.intermediate("Scan Issuing CA").leaf(SERVER_NAME, ips=(SERVER_IP,))
     return Material(leaf.cert_pem, leaf.key_pem, pem(root.cert)), pem(root.cert)
 
 
@@ -54,8 +54,8 @@ async def test_sslyze_finds_https_and_grpc_ports_compliant_with_mozilla_intermed
     ca_file.write_bytes(root)
     async with running_edge(tmp_path, "default", material=material) as running:
         for name, port in running.ports.items():
-            code, text, report = await sslyze(f"localhost:{port}{{127.0.0.1}}", ca_file, tmp_path / f"{name}.json")
+            code, text, report = await sslyze(f"{SERVER_NAME}:{port}{{{SERVER_IP}}}", ca_file, tmp_path / f"{name}.json")
             assert code == 0, f"{name}:\n{text}"
-            assert f"localhost:{port}: OK - Compliant." in text, text
+            assert f"{SERVER_NAME}:{port}: OK - Compliant." in text, text
             results = report["server_scan_results"]
             assert isinstance(results, list) and results[0]["scan_status"] == "COMPLETED", text

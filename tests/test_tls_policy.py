@@ -14,11 +14,11 @@ import pytest
 import trustme
 
 from proxy.app import prove_policy
-from proxy.config import parse_config
 from proxy.errors import ConfigError
-from tests.admin_helpers import edge_config_toml
-from tests.policy_helpers import OPENSSL, python_client, python_handshake, running_edge, s_client
-from tests.reliability_helpers import GRPC_UNARY
+from tests.support.config import parse, write_config
+from tests.support.grpc_echo import GRPC_UNARY
+from tests.support.pki import SERVER_NAME
+from tests.support.policy import OPENSSL, policy_config, policy_table, python_client, python_handshake, running_edge, s_client
 
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command line tool")
 
@@ -105,7 +105,7 @@ async def test_grpc_and_https_requests_pass_under_each_policy(tmp_path: Path, po
             assert await channel.unary_unary(GRPC_UNARY)(b"ping", timeout=10) == b"ping"
         url = f"https://127.0.0.1:{running.ports['web']}/anything"
         connector = aiohttp.TCPConnector(ssl=pki.client_context())
-        async with aiohttp.ClientSession(connector=connector) as session, session.get(url, server_hostname="localhost") as response:
+        async with aiohttp.ClientSession(connector=connector) as session, session.get(url, server_hostname=SERVER_NAME) as response:
             assert response.status == 200
 
 
@@ -145,10 +145,9 @@ async def test_min_version_13_under_fips_lists_tls13_only_and_refuses_tls12(tmp_
 def test_a_listening_context_without_the_policy_is_caught_by_the_proof(tmp_path: Path) -> None:
     """What `run` and `check-config` do when the platform cannot enforce the policy: the proof
     names each client that got through, and the edge exits 2 rather than claim it."""
-    text = edge_config_toml(http_upstream=1, grpc_upstream=2).replace('watch = "events"', 'watch = "events"\npolicy = "fips"')
-    config = parse_config(text, source="edge.toml", base_dir=tmp_path)
+    config = policy_config("fips", Path("."))
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # Python's defaults: ChaCha20 and X25519 included
-    trustme.CA().issue_cert("localhost").configure_cert(server)
+    trustme.CA().issue_cert(SERVER_NAME).configure_cert(server)
     with pytest.raises(ConfigError) as caught:
         prove_policy(config, {"web": server, "grpc": server})
     assert caught.value.problems[:2] == (
@@ -160,8 +159,7 @@ def test_a_listening_context_without_the_policy_is_caught_by_the_proof(tmp_path:
 
 
 def test_check_config_proves_the_policy_and_exits_0(tmp_path: Path) -> None:
-    text = edge_config_toml(http_upstream=1, grpc_upstream=2).replace('watch = "events"', 'watch = "events"\npolicy = "fips"')
-    (tmp_path / "edge.toml").write_text(text)
+    write_config(tmp_path, policy_table("fips"))
     result = subprocess.run(
         [sys.executable, "-m", "proxy", "check-config", "--config", "edge.toml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
@@ -169,7 +167,6 @@ def test_check_config_proves_the_policy_and_exits_0(tmp_path: Path) -> None:
 
 
 def test_unknown_policy_is_a_config_error(tmp_path: Path) -> None:
-    text = edge_config_toml(http_upstream=1, grpc_upstream=2).replace('watch = "events"', 'watch = "events"\npolicy = "strict"')
     with pytest.raises(ConfigError) as caught:
-        parse_config(text, source="edge.toml", base_dir=tmp_path)
-    assert caught.value.problems == ('edge.toml: tls.policy: must be "default" or "fips", not \'strict\'',)
+        parse(policy_table("strict"), tmp_path)
+    assert caught.value.problems == (f'{tmp_path / "edge.toml"}: tls.policy: must be "default" or "fips", not \'strict\'',)

@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from proxy.certstore.pem import Material
-from tests.admin_helpers import SERVER_IP, SERVER_NAME, eventually
-from tests.certs import Issuer, new_key, pem, resigned_weakly
-from tests.policy_helpers import PolicyEdge, python_client, python_handshake, running_edge
-from tests.reliability_helpers import Pki, drop_files, handshake, upload_body
+from tests.support.edge import drop_files, upload_body
+from tests.support.pki import SERVER_IP, SERVER_NAME, Issuer, Pki, new_key, pem, resigned_weakly
+from tests.support.policy import PolicyEdge, python_client, python_handshake, running_edge
+from tests.support.probes import eventually, handshake_fingerprint
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ KINDS = [
     Unservable("p521", _with_key(ec.generate_private_key(ec.SECP521R1())), "tls.key holds an ECDSA key on curve P-521 (secp521r1)"),
     Unservable("sha1", _sha1_signed, "the certificate is signed with SHA-1, which browsers refuse"),
     Unservable("half-written", _half_written, "tls.crt has text after its last -----END line"),
-    Unservable("incomplete", _without_intermediate_or_ca, "tls.crt is incomplete: CN=Reliability Issuing CA, the issuer of"),
+    Unservable("incomplete", _without_intermediate_or_ca, "tls.crt is incomplete: CN=Policy Issuing CA, the issuer of"),
 ]
 
 
@@ -65,7 +65,7 @@ async def _all_handshakes_serve(running: PolicyEdge, fingerprint: str) -> None:
     """A fresh, verifying handshake on every listener shows `fingerprint`, in TLS 1.3 and 1.2."""
     for name, port in running.ports.items():
         alpn = "h2" if name == "grpc" else "http/1.1"
-        assert await handshake(port, running.pki, alpn=alpn) == fingerprint
+        assert await handshake_fingerprint(port, running.pki, alpn=alpn) == fingerprint
         for version in ("1.3", "1.2"):
             result = await python_handshake(port, python_client(running.pki, version, alpn=alpn))
             assert isinstance(result, tuple), f"{name} TLS {version}: {result}"
@@ -114,7 +114,7 @@ async def _served(running: PolicyEdge, fingerprint: str) -> bool:
 
 
 async def test_unservable_material_at_start_starts_on_the_self_signed_default_naming_why(tmp_path: Path) -> None:
-    pki = Pki()
+    pki = Pki("Policy")
     material = _with_key(ec.generate_private_key(ec.SECP256K1()))(pki)
     async with running_edge(tmp_path, "fips", material=material) as running:
         certificate = await running.admin.certificate()

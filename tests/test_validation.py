@@ -14,7 +14,7 @@ from proxy.certstore.pem import Material
 from proxy.certstore.roots import Roots, system_roots
 from proxy.certstore.validate import NamePolicy, dns_name_matches, validate_material
 from proxy.errors import MaterialError
-from tests.certs import Issuer, key_pem, new_key, pem, resigned_weakly
+from tests.support.pki import Issuer, key_pem, new_key, pem, resigned_weakly
 
 NOW = datetime.now(UTC)
 

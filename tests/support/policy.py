@@ -14,17 +14,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from proxy import openssl
 from proxy.app import Edge
 from proxy.certstore.pem import Material
-from proxy.config import parse_config
-from tests.admin_helpers import Admin, edge_config_toml
-from tests.grpc_helpers import running_upstream
-from tests.https_helpers import upstream
-from tests.reliability_helpers import Pki, drop_files
+from proxy.config import Config
+from tests.support.config import edge_config, load, parse
+from tests.support.edge import Admin, drop_files
+from tests.support.grpc_echo import running_upstream
+from tests.support.pki import SERVER_IP, SERVER_NAME, Pki
+from tests.support.web import upstream
 
 OPENSSL = shutil.which("openssl")
 
@@ -44,19 +46,24 @@ class PolicyEdge:
         return self.edge.store.current.snapshot.fingerprint
 
 
-def config_text(policy: str, *, http_upstream: int, grpc_upstream: int, min_version: str = "1.2") -> str:
-    text = edge_config_toml(http_upstream=http_upstream, grpc_upstream=grpc_upstream)
-    return text.replace('watch = "events"', f'watch = "events"\npolicy = "{policy}"\nmin_version = "{min_version}"', 1)
+def policy_config(policy: str, base: Path, *, http_upstream: int = 1, grpc_upstream: int = 2, min_version: str = "1.2") -> Config:
+    """The edge's config (HTTPS "web", gRPC "grpc", admin) under `policy`, parsed, not written."""
+    return parse(policy_table(policy, http_upstream=http_upstream, grpc_upstream=grpc_upstream, min_version=min_version), base)
+
+
+def policy_table(policy: str, *, http_upstream: int = 1, grpc_upstream: int = 2, min_version: str = "1.2") -> dict[str, Any]:
+    tls = {"policy": policy, "min_version": min_version}
+    return edge_config(http_upstream=http_upstream, grpc_upstream=grpc_upstream, tls=tls)
 
 
 @asynccontextmanager
 async def running_edge(base: Path, policy: str, *, min_version: str = "1.2", material: Material | None = None) -> AsyncIterator[PolicyEdge]:
     """The edge under `policy`, serving `material` or a fresh leaf of a new PKI (root as ca.crt)."""
-    pki = Pki()
-    drop_files(base / "certs", material or pki.material(pki.leaf()))
+    pki = Pki("Policy")
+    drop_files(base / "certs", material or pki.material())
     async with upstream() as http, running_upstream() as grpc_upstream:
-        text = config_text(policy, http_upstream=http.port, grpc_upstream=grpc_upstream.port, min_version=min_version)
-        edge = Edge(parse_config(text, source=str(base / "edge.toml"), base_dir=base))
+        table = policy_table(policy, http_upstream=http.port, grpc_upstream=grpc_upstream.port, min_version=min_version)
+        edge = Edge(load(base, table))
         await edge.start()
         try:
             assert edge.admin is not None
@@ -79,7 +86,7 @@ async def s_client(port: int, *options: str, alpn: str = "http/1.1", ca: Path | 
     """`openssl s_client -brief` against 127.0.0.1:port with `options` (-tls1_3, -groups X25519,
     ...). ok: the handshake completed."""
     assert OPENSSL is not None
-    args = [OPENSSL, "s_client", "-brief", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", "-alpn", alpn, *options]
+    args = [OPENSSL, "s_client", "-brief", "-connect", f"{SERVER_IP}:{port}", "-servername", SERVER_NAME, "-alpn", alpn, *options]
     if ca is not None:
         args += ["-CAfile", str(ca), "-verify_return_error"]
     process = await asyncio.create_subprocess_exec(
@@ -110,7 +117,7 @@ def python_client(
 async def python_handshake(port: int, context: ssl.SSLContext) -> tuple[str, str] | str:
     """(TLS version, cipher) of a real connection to 127.0.0.1:port, or the error's text."""
     try:
-        _reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost"), 10)
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(SERVER_IP, port, ssl=context, server_hostname=SERVER_NAME), 10)
     except (ssl.SSLError, ConnectionError) as e:
         return f"{type(e).__name__}: {e}"
     ssl_object = writer.get_extra_info("ssl_object")

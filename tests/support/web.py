@@ -1,6 +1,8 @@
-"""Shared pieces of the HTTPS and redirect listener tests: a trustme CA, a published certificate
-store, a real aiohttp upstream, an edge on 127.0.0.1:0, and a small raw HTTP/1.1 client for the
-cases a polite client library will not send."""
+"""HTTP on both sides of the edge: real aiohttp upstreams (one that records what reaches it, one
+that restarts on its port), bare TCP upstreams for what aiohttp will not send or never answers,
+and a small raw HTTP/1.1 client for the cases a polite client library will not send.
+
+Everything listens on 127.0.0.1. Nothing here knows what a test asserts."""
 
 from __future__ import annotations
 
@@ -11,62 +13,13 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
-import trustme
 from aiohttp import WSMsgType, web
 
-from proxy.certstore.pem import Material
-from proxy.certstore.store import CertStore
-from proxy.certstore.validate import NamePolicy, ValidMaterial, validate_material
-from proxy.config import Address, HttpsListenerConfig, HttpUpstream, Limits, Route
-from proxy.listeners import HttpsListener, bind_open_connections
-from proxy.tlsmaterial import TlsObjects, tls_preparer
+from tests.support.pki import SERVER_IP
 
-SERVER_NAME = "edge.example"
-POLICY = NamePolicy(SERVER_NAME, ("127.0.0.1",))
 CHUNK = 64 * 1024
-
-
-class Pki:
-    """One CA per test module; every leaf it issues covers the edge's name and 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self.ca = trustme.CA()
-
-    def material(self) -> ValidMaterial:
-        leaf = self.ca.issue_cert(SERVER_NAME, "127.0.0.1")
-        cert_pem = b"".join(p.bytes() for p in leaf.cert_chain_pems)
-        return validate_material(Material(cert_pem, leaf.private_key_pem.bytes(), self.ca.cert_pem.bytes()), POLICY, datetime.now(UTC))
-
-    def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        self.ca.configure_trust(context)
-        return context
-
-
-async def new_store(pki: Pki) -> CertStore[TlsObjects]:
-    store: CertStore[TlsObjects] = CertStore(tls_preparer("1.2"))
-    await store.publish(pki.material(), "directory")
-    return store
-
-
-def listener_config(routes: tuple[Route, ...], *, name: str = "web", **limits: Any) -> HttpsListenerConfig:
-    return HttpsListenerConfig(name, Address("127.0.0.1", 0), Limits(**limits), routes=routes)
-
-
-@asynccontextmanager
-async def running_edge(
-    store: CertStore[TlsObjects], config: HttpsListenerConfig, *, min_version: str = "1.2"
-) -> AsyncIterator[HttpsListener]:
-    listener = HttpsListener(config, min_version, lambda: store.current.tls)
-    bind_open_connections({config.name: listener})
-    await listener.start()
-    try:
-        yield listener
-    finally:
-        await listener.stop(drain_seconds=1.0)
 
 
 @dataclass
@@ -78,10 +31,6 @@ class Upstream:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     runner: web.AppRunner | None = None
     port: int = 0
-
-    @property
-    def target(self) -> HttpUpstream:
-        return HttpUpstream("http", "127.0.0.1", self.port)
 
     async def start(self) -> None:
         app = web.Application(client_max_size=0)
@@ -212,11 +161,7 @@ class RawUpstream:
         self.server: asyncio.Server | None = None
         self.port = 0
 
-    @property
-    def target(self) -> HttpUpstream:
-        return HttpUpstream("http", "127.0.0.1", self.port)
-
-    async def __aenter__(self) -> RawUpstream:
+    async def __aenter__(self) -> Self:
         self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -257,9 +202,21 @@ class Response:
 
 
 async def tls_connect(
-    port: int, context: ssl.SSLContext, server_hostname: str = "127.0.0.1"
+    port: int, context: ssl.SSLContext, server_hostname: str = SERVER_IP
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=server_hostname, limit=1 << 20)
+    return await asyncio.open_connection(SERVER_IP, port, ssl=context, server_hostname=server_hostname, limit=1 << 20)
+
+
+@asynccontextmanager
+async def tls_connection(
+    port: int, context: ssl.SSLContext, server_hostname: str = SERVER_IP
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """`tls_connect`, closed on the way out."""
+    reader, writer = await tls_connect(port, context, server_hostname)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
 
 
 async def read_response(reader: asyncio.StreamReader, *, head_request: bool = False) -> Response:
@@ -306,6 +263,43 @@ async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 5.0) -> 
     return True
 
 
-def peer_fingerprint(writer: asyncio.StreamWriter) -> str:
-    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-    return hashlib.sha256(der).hexdigest()
+class RestartableUpstream:
+    """An aiohttp upstream that can be stopped and started again on the same port, as a service
+    restarting behind the edge. It answers every path with the path."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.TCPSite(runner, SERVER_IP, self.port).start()
+        self.port = runner.addresses[0][1]
+        self._runner = runner
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        return web.Response(text=request.path)
+
+
+class SilentUpstream(RawUpstream):
+    """Accepts connections and reads whatever arrives, and never answers. Counts connections and
+    notices when the edge gives up on one."""
+
+    def __init__(self) -> None:
+        super().__init__(self._hold)
+        self.closed_by_edge = 0
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            self.closed_by_edge += 1

@@ -1,19 +1,30 @@
 """Test certificates, made fresh by each test run with cryptography: a CA, intermediates and
-leaves with whatever flaw a test needs. Nothing here is ever committed as a file."""
+leaves with whatever flaw a test needs, and `Pki`, the root and issuing CA whose leaves the edge
+serves in the tests. Nothing here is ever committed as a file."""
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proxy.certstore.pem import Material
+from proxy.certstore.validate import NamePolicy, ValidMaterial, validate_material
+
+# The one name and address every test certificate and every test config uses: the edge's
+# `tls.server_name` and `tls.ip_addresses`. Clients connect to SERVER_IP and verify either.
+SERVER_NAME = "edge.example"
+SERVER_IP = "127.0.0.1"
+POLICY = NamePolicy(SERVER_NAME, (SERVER_IP,))
 
 NOW = datetime.now(UTC)
 
@@ -183,6 +194,46 @@ def ca_and_leaf(*dns: str, ips: tuple[str, ...] = ()) -> tuple[Issuer, Leaf]:
     root = Issuer("Example Root CA")
     intermediate = root.intermediate("Example Issuing CA")
     return root, intermediate.leaf(*dns, ips=ips)
+
+
+class Pki:
+    """A root and an issuing CA. Every leaf covers SERVER_NAME and SERVER_IP, so clients verify
+    the chain and the name exactly as browsers and gRPC clients do."""
+
+    def __init__(self, name: str = "Test") -> None:
+        self.root = Issuer(f"{name} Root CA")
+        self.issuing = self.root.intermediate(f"{name} Issuing CA")
+
+    @property
+    def root_pem(self) -> bytes:
+        return pem(self.root.cert)
+
+    def leaf(self, **options: Any) -> Leaf:
+        return self.issuing.leaf(SERVER_NAME, ips=(SERVER_IP,), **options)
+
+    def material(self, leaf: Leaf | None = None) -> Material:
+        """`leaf` (a fresh one by default) with its chain and the root as `ca.crt`."""
+        leaf = leaf or self.leaf()
+        return Material(leaf.cert_pem, leaf.key_pem, self.root_pem)
+
+    def valid_material(self, leaf: Leaf | None = None) -> ValidMaterial:
+        """`material()` as the store takes it: validated for SERVER_NAME and SERVER_IP."""
+        return validate_material(self.material(leaf), POLICY, datetime.now(UTC))
+
+    def client_context(self, alpn: str | None = "http/1.1") -> ssl.SSLContext:
+        """A client that trusts the root only, offering `alpn` (None: no ALPN)."""
+        context = ssl.create_default_context(cadata=self.root_pem.decode())
+        if alpn is not None:
+            context.set_alpn_protocols([alpn])
+        return context
+
+    def grpc_channel(self, port: int, *, options: tuple[tuple[str, Any], ...] = ()) -> grpc.aio.Channel:
+        """A grpc client channel to 127.0.0.1:`port` that trusts the root only."""
+        return grpc.aio.secure_channel(f"{SERVER_IP}:{port}", grpc.ssl_channel_credentials(self.root_pem), options=list(options))
+
+    def write_ca(self, path: Path) -> Path:
+        path.write_bytes(self.root_pem)
+        return path
 
 
 # DER AlgorithmIdentifiers of equal length: sha256WithRSAEncryption, and what replaces it.
