@@ -182,14 +182,39 @@ class Config:
 
 
 class _Problems:
-    """Collects problems while the whole file is checked, so the operator sees all at once."""
+    """Collects problems while the whole file is checked, so the operator sees all at once, in
+    the order their keys stand in the file."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.items: list[str] = []
+        self._found: list[tuple[str, str]] = []
 
     def add(self, key: str, message: str) -> None:
-        self.items.append(f"{self.source}: {key}: {message}")
+        self._found.append((key, message))
+
+    def in_file_order(self, raw: Mapping[str, Any]) -> list[str]:
+        # sorted() is stable: problems of one key keep the order they were found in.
+        ordered = sorted(self._found, key=lambda found: _position(raw, found[0]))
+        return [f"{self.source}: {key}: {message}" for key, message in ordered]
+
+
+_KEY_PATH = re.compile(r"^(?P<top>[A-Za-z0-9_-]+)(?:\[(?P<index>\d+)\])?(?: \([^)]*\))?(?:\.(?P<key>[A-Za-z0-9_-]+))?")
+
+
+def _position(raw: Mapping[str, Any], path: str) -> tuple[int, int, int]:
+    """Where the key a problem names stands in the file: (table, array item, key). A key the
+    file does not have (a required one left out) sorts after those its table has."""
+    match = _KEY_PATH.match(path)
+    if match is None:
+        return (len(raw), 0, 0)
+    top = list(raw).index(match["top"]) if match["top"] in raw else len(raw)
+    table = raw.get(match["top"])
+    index = int(match["index"]) if match["index"] is not None else 0
+    if isinstance(table, list) and match["index"] is not None:
+        table = table[index] if index < len(table) else None
+    keys = list(table) if isinstance(table, dict) else []
+    key = match["key"]
+    return (top, index, keys.index(key) if key in keys else (len(keys) if key else -1))
 
 
 # In declaration order, so problems come in a stable order.
@@ -549,8 +574,9 @@ def parse_config(data: str, source: str = "<embedded default>", base_dir: Path =
         if listener is not None:
             listeners.append(listener)
     _check_unique(listeners, admin, p)
-    if p.items:
-        raise ConfigError(p.items)
+    problems = p.in_file_order(raw)
+    if problems:
+        raise ConfigError(problems)
     return Config(server=server, tls=tls, admin=admin, listeners=tuple(listeners), source=source)
 
 

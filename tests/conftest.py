@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from proxy.certstore.store import CertStore
 from proxy.certstore.validate import NamePolicy
 from proxy.demo import DemoUpstreams
 from proxy.tlsmaterial import TlsObjects
+from tests.support.browser import browser_page
 from tests.support.listeners import GRPC_SERVING, GrpcServing, new_store
 from tests.support.pki import POLICY, SERVER_IP, SERVER_NAME, Issuer, Leaf, Pki, ca_and_leaf
 from tests.support.web import Upstream, upstream
@@ -75,3 +77,10 @@ def serving(request: pytest.FixtureRequest) -> GrpcServing:
     """Each listener kind that relays gRPC: a grpc listener, and an https listener with a
     `grpc_upstream` (one port for browsers, API and gRPC)."""
     return GRPC_SERVING[request.param]
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    """A page in a real headless Chromium."""
+    async with browser_page() as opened:
+        yield opened

@@ -27,7 +27,7 @@ from proxy.errors import MaterialError, MaterialMissing
 
 log = logging.getLogger("proxy.certstore")
 
-# INTERFACE 3. Material that reads complete and valid serves at once. Anything else is reported
+# README, "Drop files". Material that reads complete and valid serves at once. Anything else is reported
 # only once the directory's content has stayed the same for SETTLE_SECONDS, and material that
 # looks half-written (a key that does not match yet, a cut-off PEM) is re-read for up to
 # SETTLE_RETRY_SECONDS first; REPORT_WITHIN_SECONDS caps the wait for a directory that never

@@ -29,17 +29,24 @@ def edge_config(
     server: Table | None = None,
     admin: Table | None = None,
     tls: Table | None = None,
+    web: Table | None = None,
 ) -> Table:
     """A complete config on loopback: an HTTPS listener "web" and a gRPC listener "grpc" (port 0
     unless told), the admin API on `admin_port`, certificates in `certs`, state in `state`.
-    `server`, `admin` and `tls` add keys to those tables (or replace them)."""
+    `server`, `admin`, `tls` and `web` add keys to those tables (or replace them)."""
     tls_table = {"cert_dir": "certs", "state_dir": "state", "server_name": SERVER_NAME, "ip_addresses": [SERVER_IP], "watch": watch}
     return {
         "server": {"drain_seconds": 1, **(server or {})},
         "tls": {**tls_table, **(tls or {})},
         "admin": {"listen": f"{SERVER_IP}:{admin_port}", "token_file": "state/admin.token", **(admin or {})},
         "listeners": [
-            {"name": "web", "protocol": "https", "listen": f"{SERVER_IP}:{https_port}", "upstream": f"http://{SERVER_IP}:{http_upstream}"},
+            {
+                "name": "web",
+                "protocol": "https",
+                "listen": f"{SERVER_IP}:{https_port}",
+                "upstream": f"http://{SERVER_IP}:{http_upstream}",
+                **(web or {}),
+            },
             {"name": "grpc", "protocol": "grpc", "listen": f"{SERVER_IP}:{grpc_port}", "upstream": f"{SERVER_IP}:{grpc_upstream}"},
         ],
     }
@@ -66,3 +73,8 @@ def load(directory: Path, config: Table) -> Config:
 def parse(config: Table, base_dir: Path = Path(".")) -> Config:
     """`config` parsed as if it were a file in `base_dir`, without writing one."""
     return parse_config(toml(config), source=str(base_dir / "edge.toml"), base_dir=base_dir)
+
+
+def one_port(grpc_upstream: int) -> Table:
+    """The keys that make the "web" listener serve gRPC on its HTTPS port too."""
+    return {"grpc_upstream": f"{SERVER_IP}:{grpc_upstream}"}

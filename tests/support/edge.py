@@ -272,12 +272,14 @@ async def running_edge(
     first: Leaf | None = None,
     watch: str = "events",
     server: Table | None = None,
+    web: Table | None = None,
 ) -> AsyncIterator[RunningEdge]:
     """The Edge on `base` (edge.toml, certs/, state/). With `pki` it serves `first` (dropped
-    before the start) or a fresh leaf of `pki`; without, the self-signed default."""
+    before the start) or a fresh leaf of `pki`; without, the self-signed default. `web` adds keys
+    to the HTTPS listener's table."""
     if pki is not None:
         drop_files(base / "certs", pki.material(first))
-    config = edge_config(http_upstream=http_upstream, grpc_upstream=grpc_upstream, watch=watch, server=server)
+    config = edge_config(http_upstream=http_upstream, grpc_upstream=grpc_upstream, watch=watch, server=server, web=web)
     edge = Edge(load(base, config))
     await edge.start()
     try:
