@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -251,6 +252,19 @@ def test_corrupt_base64(root: Issuer, policy: NamePolicy) -> None:
     body = leaf.cert_pem.replace(b"M", b"!", 3)
     found = problems(Material(body, leaf.key_pem), policy)
     assert len(found) == 1 and found[0].startswith("tls.crt: certificate 1 cannot be parsed")
+
+
+def test_a_certificate_with_an_extension_twice_cannot_be_parsed(root: Issuer, policy: NamePolicy) -> None:
+    """Found by fuzzing: cryptography raises DuplicateExtension, no ValueError, for a
+    certificate whose SubjectKeyIdentifier was turned into a second BasicConstraints."""
+    leaf = root.leaf("edge.example")
+    der = leaf.certificate.public_bytes(serialization.Encoding.DER)
+    subject_key_identifier, basic_constraints = b"\x06\x03\x55\x1d\x0e", b"\x06\x03\x55\x1d\x13"
+    assert der.count(subject_key_identifier) == 1 and der.count(basic_constraints) == 1
+    doubled = der.replace(subject_key_identifier, basic_constraints)
+    body = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(doubled) + b"-----END CERTIFICATE-----\n"
+    found = problems(Material(body, leaf.key_pem), policy)
+    assert found == ("tls.crt: certificate 1 cannot be parsed (Duplicate 2.5.29.19 extension found)",)
 
 
 # --- what can serve: keys, signatures, whole files, complete chains ------------------------

@@ -104,7 +104,7 @@ def parse_certificates(data: bytes, filename: str, problems: list[str], settling
     for index, block in enumerate(certificate_blocks):
         try:
             certificates.append(_load_certificate(_der(block)))
-        except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+        except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension) as e:
             problems.append(f"{filename}: certificate {index + 1} cannot be parsed ({_short(e)})")
     if not certificate_blocks and not keys and not others and not truncated:
         problems.append(f"{filename} holds no certificate")
