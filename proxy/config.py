@@ -23,6 +23,7 @@ WATCH_MODES = ("events", "poll", "off")
 # "auto": off when cert_dir is a mounted Kubernetes Secret (see proxy/admin/uploads.py), on otherwise.
 UPLOAD_MODES = ("auto", "on", "off")
 TLS_VERSIONS = ("1.2", "1.3")
+TLS_POLICIES = ("default", "fips")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -95,6 +96,7 @@ class TlsConfig:
     min_version: str = "1.2"
     watch: str = "events"
     poll_delay_ms: int = 500
+    policy: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +346,7 @@ def _server(table: Mapping[str, Any], p: _Problems) -> ServerConfig:
 
 
 def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
-    allowed = {"cert_dir", "state_dir", "server_name", "ip_addresses", "min_version", "watch", "poll_delay_ms"}
+    allowed = {"cert_dir", "state_dir", "server_name", "ip_addresses", "min_version", "watch", "poll_delay_ms", "policy"}
     _check_keys(table, allowed, "tls", p)
     server_name = _get(table, "server_name", str, "tls", p, None)
     if server_name is not None and not _HOSTNAME.match(server_name.removeprefix("*.")):
@@ -361,6 +363,9 @@ def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
     min_version = _get(table, "min_version", str, "tls", p, _default(TlsConfig, "min_version"))
     if min_version not in TLS_VERSIONS:
         p.add("tls.min_version", f'must be "1.2" or "1.3", not {min_version!r}')
+    policy = _get(table, "policy", str, "tls", p, _default(TlsConfig, "policy"))
+    if policy not in TLS_POLICIES:
+        p.add("tls.policy", f'must be "default" or "fips", not {policy!r}')
     watch = _get(table, "watch", str, "tls", p, _default(TlsConfig, "watch"))
     if watch not in WATCH_MODES:
         p.add("tls.watch", f'must be "events", "poll" or "off", not {watch!r}')
@@ -375,6 +380,7 @@ def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
         min_version=min_version,
         watch=watch,
         poll_delay_ms=poll_delay,
+        policy=policy,
     )
 
 

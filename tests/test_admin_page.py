@@ -49,13 +49,14 @@ async def test_page_uploads_material_and_shows_every_outcome(page: Any, tmp_path
         await expect(page.locator("#source")).to_contain_text("Uploaded")
         await expect(page.get_by_label("Key", exact=True)).to_have_value("")
         assert (await admin.certificate())["fingerprint_sha256"] == upload.fingerprint
+        await expect(page.locator("#tls-policy")).to_contain_text("default: TLSv1.2, TLSv1.3; groups X25519, P-256, P-384")
         await page.screenshot(path=str(tmp_path / "admin-page-saved.png"), full_page=True)
 
         # A mismatched key: every problem shown in the page, the serving certificate unchanged.
         wrong = new_upload().with_wrong_key()
         await page.get_by_label("Certificate", exact=True).fill(wrong["certificate"])
         await page.get_by_label("Key", exact=True).fill(wrong["key"])
-        await page.get_by_label("Certificate authority").fill("")
+        await page.get_by_label("Certificate authority").fill(wrong["ca"])
         await page.get_by_role("button", name="Save").click()
         await expect(result).to_contain_text("Not saved")
         await expect(result.locator("li")).to_have_text([MISMATCHED_KEY])
