@@ -109,7 +109,7 @@ async def test_ping_and_settings_floods_end_in_goaway_enhance_your_calm(kind: st
     assert client.goaway == CALM
 
 
-async def test_a_window_kept_shut_ends_in_goaway_and_the_upstream_is_released() -> None:
+async def test_a_window_kept_shut_ends_in_goaway_enhance_your_calm() -> None:
     async with upstream() as web, running_listener(https(route(web.port), http2=True, idle_timeout=1)) as edge:
         client = await H2Client.connect(edge.port, edge.pki)
         client.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
