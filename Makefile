@@ -5,8 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+# sslyze (a TLS scanner, for tests/test_sslyze.py) pins cryptography<47: it gets a venv of its own
+# so that it can never move the versions the edge runs with.
+SSLYZE_VENV ?= .venv-sslyze
+STAMP_SSLYZE := $(SSLYZE_VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest check-deploy bench clean
+.PHONY: demo test lint typecheck pytest check-deploy bench clean sslyze-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +34,14 @@ lint: $(STAMP_TEST)
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy proxy
 
-pytest: $(STAMP_TEST)
+$(STAMP_SSLYZE):
+	$(PYTHON) -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/python -m pip install --quiet 'sslyze>=6.3,<7'
+	touch $@
+
+sslyze-venv: $(STAMP_SSLYZE)
+
+pytest: $(STAMP_TEST) $(STAMP_SSLYZE)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -43,4 +54,4 @@ bench: $(STAMP_RUN)
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

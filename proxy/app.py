@@ -8,6 +8,7 @@ order, and runs each process's life (signals, drain; `proxy.workers` forks and w
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -16,15 +17,16 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
-from proxy import logs, metrics
+from proxy import logs, metrics, tlspolicy
 from proxy.accesslog import AccessLog
 from proxy.certstore.expiry import ExpiryWarnings
 from proxy.certstore.service import CertificateService
 from proxy.certstore.store import CertStore, Serving, utcnow
 from proxy.certstore.watcher import DirectoryWatcher
 from proxy.config import Config
-from proxy.errors import ProxyError
+from proxy.errors import ConfigError, ProxyError
 from proxy.listeners import BaseListener, Listener, bind_open_connections, build_listeners, policy_contexts
+from proxy.listeners.base import offered_alpn
 from proxy.logwriter import LineWriter
 from proxy.tasks import TaskSet
 from proxy.tlsmaterial import TlsObjects, tls_preparer
@@ -42,8 +44,8 @@ class Edge:
     def __init__(self, config: Config, *, worker_index: int = 0, policies: Mapping[str, ssl.SSLContext] | None = None) -> None:
         self.config = config
         self.worker_index = worker_index
-        self._policies = policies or {}
-        self.store: CertStore[TlsObjects] = CertStore(tls_preparer(config.tls.min_version))
+        self._policies = policies or policy_contexts(config)
+        self.store: CertStore[TlsObjects] = CertStore(tls_preparer(config.tls.min_version, config.tls.policy))
         self.service = CertificateService(self.store, config.tls)
         self.listeners: dict[str, BaseListener] = {}
         self.access = access_log(config)
@@ -79,6 +81,8 @@ class Edge:
             self.store.subscribe(lambda _serving: self._check_expiry())
             self._tasks.spawn(self._watch_expiry(), "expiry warnings")
         self.listeners = build_listeners(self.config, lambda: self.store.current.tls, self._policies, self.access)
+        # Never claim what is not enforced: handshakes against the listening contexts themselves.
+        await asyncio.to_thread(prove_policy, self.config, self._policies)
         self._bind_metrics()
         try:
             if self.worker_index == 0:
@@ -158,6 +162,46 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         return asyncio.new_event_loop
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def _alpn(config: Config) -> dict[str, tuple[str, ...]]:
+    """The ALPN list of each listener that terminates TLS, by name."""
+    offered = {cfg.name: offered_alpn(cfg) for cfg in config.listeners}
+    return {name: alpn for name, alpn in offered.items() if alpn is not None}
+
+
+def prove_policy(config: Config, listening: Mapping[str, ssl.SSLContext]) -> None:
+    """Handshakes in memory against each listening context (its sni_callback installed) that
+    show `tls.policy` holds there. Raises ConfigError naming what does not hold and the fix."""
+    tls = config.tls
+    alpn = _alpn(config)
+    problems = tlspolicy.prove_all(tls.policy, tls.min_version, [(name, listening[name], alpn[name]) for name in alpn])
+    if problems:
+        raise ConfigError([f"{config.source}: {problem}" for problem in problems])
+
+
+def _same(context: ssl.SSLContext) -> ssl.SSLContext:
+    return context
+
+
+def check_policy(config: Config) -> None:
+    """`check-config`'s proof of `tls.policy`: the listening contexts `run` would make, serving
+    a throwaway self-signed certificate. Raises ConfigError like `prove_policy`."""
+    from datetime import UTC, datetime
+
+    from proxy.certstore.selfsigned import generate_self_signed
+    from proxy.certstore.store import Snapshot
+    from proxy.certstore.validate import NamePolicy, validate_material
+    from proxy.tlsmaterial import listening_context
+
+    now = datetime.now(UTC)
+    names = NamePolicy(config.tls.server_name, config.tls.ip_addresses)
+    snapshot = Snapshot(1, "self-signed", validate_material(generate_self_signed(names, now), names, now), now)
+    objects = tls_preparer(config.tls.min_version, config.tls.policy)(snapshot)
+    listening = policy_contexts(config)
+    for name, alpn in _alpn(config).items():
+        listening_context(config.tls.min_version, functools.partial(_same, objects.context(alpn)), alpn, policy=listening[name])
+    prove_policy(config, listening)
 
 
 def run_edge(config: Config) -> int:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from proxy import __version__, logs
 from proxy.certstore.pem import Material
-from proxy.certstore.validate import NamePolicy, san_names, validate_material
+from proxy.certstore.roots import system_roots
+from proxy.certstore.validate import NamePolicy, ValidMaterial, san_names, validate_material
 from proxy.config import Config, load_default_config
 from proxy.errors import ConfigError, MaterialError, ProxyError
 
@@ -72,6 +73,9 @@ def _load(config: Path | None) -> Config:
 
 def _check_config(path: Path | None) -> int:
     config = _load(path)
+    from proxy.app import check_policy
+
+    check_policy(config)
     print(
         f"{config.source}: ok ({len(config.listeners)} listeners: "
         + ", ".join(f"{x.name} {x.protocol} {x.listen}" for x in config.listeners)
@@ -97,7 +101,8 @@ def _cert_check(cert: Path, key: Path, ca: Path | None, config_path: Path | None
         return 1
     material = Material(data["certificate"], data["key"], data.get("ca"))
     try:
-        valid = validate_material(material, policy, datetime.now(UTC))
+        valid = validate_material(material, policy, datetime.now(UTC), system_roots())
+        _canary(valid, config)
     except MaterialError as e:
         _print_problems(list(e.problems))
         return 1
@@ -110,7 +115,17 @@ def _cert_check(cert: Path, key: Path, ca: Path | None, config_path: Path | None
     print(f"  valid:       {leaf.not_valid_before_utc:%Y-%m-%d} to {leaf.not_valid_after_utc:%Y-%m-%d}")
     print(f"  chain:       {1 + len(valid.chain)} certificate(s){', verified up to ca.crt' if valid.ca else ''}")
     print(f"  fingerprint: {valid.fingerprint}")
+    print(f"  tls policy:  {config.tls.policy} (a browser's TLS handshakes with it succeed)")
     return 0
+
+
+def _canary(valid: ValidMaterial, config: Config) -> None:
+    """The running edge's last step before it publishes: TLS objects under the config's
+    policy, and the canary handshakes against them. Raises MaterialError."""
+    from proxy.certstore.store import Snapshot
+    from proxy.tlsmaterial import tls_preparer
+
+    tls_preparer(config.tls.min_version, config.tls.policy)(Snapshot(1, "directory", valid, datetime.now(UTC)))
 
 
 def _print_problems(problems: list[str]) -> None:
@@ -129,6 +144,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         return run_edge(config)
+    except ConfigError:
+        raise  # exit 2, every problem printed
     except ProxyError as e:
         logging.getLogger("proxy").error("%s", e)
         return 1

@@ -25,6 +25,7 @@ UPLOAD_MODES = ("auto", "on", "off")
 TLS_VERSIONS = ("1.2", "1.3")
 LOG_FORMATS = ("text", "json")
 ACCESS_FORMATS = ("off", "text", "json")
+TLS_POLICIES = ("default", "fips")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -97,6 +98,7 @@ class TlsConfig:
     min_version: str = "1.2"
     watch: str = "events"
     poll_delay_ms: int = 500
+    policy: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,8 @@ class HttpsListenerConfig(_Listener):
     # library) are relayed there, everyone else gets HTTP/1.1.
     grpc_upstream: GrpcUpstream | None = None
     max_connection_age: float = 300.0  # of the connections relayed to grpc_upstream
+    # With it, ALPN offers h2 first and HTTP/2 connections get the HTTP/2 engine (proxy.h2).
+    http2: bool = False
     protocol: Literal["https"] = "https"
 
 
@@ -192,14 +196,39 @@ class Config:
 
 
 class _Problems:
-    """Collects problems while the whole file is checked, so the operator sees all at once."""
+    """Collects problems while the whole file is checked, so the operator sees all at once, in
+    the order their keys stand in the file."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.items: list[str] = []
+        self._found: list[tuple[str, str]] = []
 
     def add(self, key: str, message: str) -> None:
-        self.items.append(f"{self.source}: {key}: {message}")
+        self._found.append((key, message))
+
+    def in_file_order(self, raw: Mapping[str, Any]) -> list[str]:
+        # sorted() is stable: problems of one key keep the order they were found in.
+        ordered = sorted(self._found, key=lambda found: _position(raw, found[0]))
+        return [f"{self.source}: {key}: {message}" for key, message in ordered]
+
+
+_KEY_PATH = re.compile(r"^(?P<top>[A-Za-z0-9_-]+)(?:\[(?P<index>\d+)\])?(?: \([^)]*\))?(?:\.(?P<key>[A-Za-z0-9_-]+))?")
+
+
+def _position(raw: Mapping[str, Any], path: str) -> tuple[int, int, int]:
+    """Where the key a problem names stands in the file: (table, array item, key). A key the
+    file does not have (a required one left out) sorts after those its table has."""
+    match = _KEY_PATH.match(path)
+    if match is None:
+        return (len(raw), 0, 0)
+    top = list(raw).index(match["top"]) if match["top"] in raw else len(raw)
+    table = raw.get(match["top"])
+    index = int(match["index"]) if match["index"] is not None else 0
+    if isinstance(table, list) and match["index"] is not None:
+        table = table[index] if index < len(table) else None
+    keys = list(table) if isinstance(table, dict) else []
+    key = match["key"]
+    return (top, index, keys.index(key) if key in keys else (len(keys) if key else -1))
 
 
 # In declaration order, so problems come in a stable order.
@@ -329,7 +358,7 @@ def _server(table: Mapping[str, Any], p: _Problems) -> ServerConfig:
 
 
 def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
-    allowed = {"cert_dir", "state_dir", "server_name", "ip_addresses", "min_version", "watch", "poll_delay_ms"}
+    allowed = {"cert_dir", "state_dir", "server_name", "ip_addresses", "min_version", "watch", "poll_delay_ms", "policy"}
     _check_keys(table, allowed, "tls", p)
     server_name = _get(table, "server_name", str, "tls", p, None)
     if server_name is not None and not _HOSTNAME.match(server_name.removeprefix("*.")):
@@ -346,6 +375,9 @@ def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
     min_version = _get(table, "min_version", str, "tls", p, _default(TlsConfig, "min_version"))
     if min_version not in TLS_VERSIONS:
         p.add("tls.min_version", f'must be "1.2" or "1.3", not {min_version!r}')
+    policy = _get(table, "policy", str, "tls", p, _default(TlsConfig, "policy"))
+    if policy not in TLS_POLICIES:
+        p.add("tls.policy", f'must be "default" or "fips", not {policy!r}')
     watch = _get(table, "watch", str, "tls", p, _default(TlsConfig, "watch"))
     if watch not in WATCH_MODES:
         p.add("tls.watch", f'must be "events", "poll" or "off", not {watch!r}')
@@ -360,6 +392,7 @@ def _tls(table: Mapping[str, Any], base: Path, p: _Problems) -> TlsConfig:
         min_version=min_version,
         watch=watch,
         poll_delay_ms=poll_delay,
+        policy=policy,
     )
 
 
@@ -463,7 +496,7 @@ def _grpc_upstream(
 
 
 _LISTENER_KEYS = {
-    "https": {"routes", "upstream", "grpc_upstream", "grpc_upstream_ca", "max_connection_age", *_LIMIT_KEYS},
+    "https": {"routes", "upstream", "grpc_upstream", "grpc_upstream_ca", "max_connection_age", "http2", *_LIMIT_KEYS},
     "grpc": {"upstream", "upstream_ca", "max_connection_age", *_LIMIT_KEYS},
     "http-redirect": {"redirect_port"},
 }
@@ -493,7 +526,8 @@ def _listener(table: Mapping[str, Any], i: int, server: ServerConfig, base: Path
         if "max_connection_age" in table and "grpc_upstream" not in table:
             p.add(f"{path}.max_connection_age", "applies only with a grpc_upstream (to the gRPC connections on this port)")
         age = _connection_age(table, path, p)
-        return HttpsListenerConfig(name, listen, limits, routes=routes, grpc_upstream=grpc_upstream, max_connection_age=age)
+        http2 = bool(_get(table, "http2", bool, path, p, False))
+        return HttpsListenerConfig(name, listen, limits, routes=routes, grpc_upstream=grpc_upstream, max_connection_age=age, http2=http2)
     if protocol == "grpc":
         age = _connection_age(table, path, p)
         upstream = _grpc_upstream(table, path, base, p)
@@ -568,8 +602,9 @@ def parse_config(data: str, source: str = "<embedded default>", base_dir: Path =
         if listener is not None:
             listeners.append(listener)
     _check_unique(listeners, admin, p)
-    if p.items:
-        raise ConfigError(p.items)
+    problems = p.in_file_order(raw)
+    if problems:
+        raise ConfigError(problems)
     return Config(server=server, tls=tls, admin=admin, listeners=tuple(listeners), log=log, source=source)
 
 

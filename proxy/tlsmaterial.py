@@ -16,11 +16,14 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from proxy import tlspolicy
 from proxy.certstore.store import Snapshot
+from proxy.errors import MaterialError
 
 log = logging.getLogger("proxy.tls")
 
-# TLS 1.2 suites: forward-secret AEAD only. TLS 1.3 suites are all AEAD already.
+# TLS 1.2 suites of upstream clients: forward-secret AEAD only. Listeners take theirs, TLS 1.3
+# suites and groups from `tls.policy` (proxy.tlspolicy).
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 Alpn = tuple[str, ...]
@@ -30,7 +33,9 @@ H2_ALPN: Alpn = ("h2",)
 # HTTPS and gRPC on one port. OpenSSL picks the server's first protocol that the client offers:
 # browsers, curl and API clients offer both and get HTTP/1.1; gRPC clients offer only h2.
 ONE_PORT_ALPN: Alpn = ("http/1.1", "h2")
-ALPN_LISTS: tuple[Alpn, ...] = (HTTPS_ALPN, H2_ALPN, ONE_PORT_ALPN)
+# `http2 = true`: HTTP/2 first, for browsers and API clients too (RFC 9113 3.2).
+HTTP2_ALPN: Alpn = ("h2", "http/1.1")
+ALPN_LISTS: tuple[Alpn, ...] = (HTTPS_ALPN, H2_ALPN, ONE_PORT_ALPN, HTTP2_ALPN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +60,22 @@ class TlsObjects:
         return self.contexts[H2_ALPN]
 
 
-def _base_context(min_version: str, alpn: Sequence[str]) -> ssl.SSLContext:
+def _base_context(min_version: str, alpn: Sequence[str], policy: str = "default") -> ssl.SSLContext:
+    """Policy goes on listening and material contexts alike: measured on OpenSSL 3.0, groups
+    come from the listening context, and TLS 1.3 suites from both (a mismatch fails with
+    BAD_CIPHER), while TLS 1.2 ciphers come from the material context sni_callback selects."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _VERSIONS[min_version]
     context.maximum_version = ssl.TLSVersion.TLSv1_3
-    context.set_ciphers(TLS12_CIPHERS)
+    tlspolicy.apply(context, policy)
     context.set_alpn_protocols(alpn)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     return context
 
 
-def material_context(snapshot: Snapshot, min_version: str = "1.2", alpn: Sequence[str] = HTTPS_ALPN) -> ssl.SSLContext:
+def material_context(
+    snapshot: Snapshot, min_version: str = "1.2", alpn: Sequence[str] = HTTPS_ALPN, policy: str = "default"
+) -> ssl.SSLContext:
     """A fresh context holding this snapshot's chain and key.
 
     `load_cert_chain` reads only files, so the validated bytes pass through an anonymous
@@ -73,7 +83,7 @@ def material_context(snapshot: Snapshot, min_version: str = "1.2", alpn: Sequenc
     or else a private (0600) temporary file removed at once. Raises ssl.SSLError if OpenSSL
     refuses them.
     """
-    context = _base_context(min_version, alpn)
+    context = _base_context(min_version, alpn, policy)
     material = snapshot.material
     with _private_file(material.cert_pem + material.key_pem) as path:
         context.load_cert_chain(path)
@@ -101,20 +111,35 @@ def _private_file(data: bytes) -> Iterator[str]:
             os.unlink(path)
 
 
-def tls_preparer(min_version: str) -> Callable[[Snapshot], TlsObjects]:
-    """The store's `prepare` hook: every listener kind's objects, built together, off the loop."""
+def tls_preparer(min_version: str, policy: str = "default") -> Callable[[Snapshot], TlsObjects]:
+    """The store's `prepare` hook: every listener kind's objects, built together, off the loop,
+    then proved by the canary. Raises MaterialError with the handshake's reason when a browser
+    could not connect with them, or when OpenSSL refuses the material."""
 
     def prepare(snapshot: Snapshot) -> TlsObjects:
-        return TlsObjects({alpn: material_context(snapshot, min_version, alpn) for alpn in ALPN_LISTS})
+        try:
+            objects = TlsObjects({alpn: material_context(snapshot, min_version, alpn, policy) for alpn in ALPN_LISTS})
+        except ssl.SSLError as e:
+            raise MaterialError([f"OpenSSL refused the material: {e}"]) from e
+        problems = canary(objects, min_version)
+        if problems:
+            raise MaterialError(problems)
+        return objects
 
     return prepare
 
 
-def policy_context(min_version: str, alpn: Sequence[str] = HTTPS_ALPN) -> ssl.SSLContext:
+def canary(objects: TlsObjects, min_version: str) -> list[str]:
+    """A browser's TLS 1.3 and 1.2 handshakes, in memory, against the contexts about to serve:
+    material that loads is no proof that it serves (FIELD-NOTES: secp256k1, Ed25519)."""
+    return tlspolicy.canary([(context, alpn) for alpn, context in objects.contexts.items()], min_version)
+
+
+def policy_context(min_version: str, alpn: Sequence[str] = HTTPS_ALPN, policy: str = "default") -> ssl.SSLContext:
     """A listener's policy (versions, ciphers, ALPN), before it knows where certificates come
     from. OpenSSL makes its session-ticket keys here, once: processes forked after this share
     them, so a client resumes its session on any of them."""
-    return _base_context(min_version, alpn)
+    return _base_context(min_version, alpn, policy)
 
 
 def listening_context(

@@ -1,11 +1,12 @@
 """Fixtures shared by every test module: the names a test certificate must cover, CAs, a test
-PKI with a store serving its leaf and a client trusting it, a real aiohttp upstream and the demo's
-upstreams. A test module may define its own fixture of the same name to replace one."""
+PKI with a store serving its leaf and a client trusting it, a real aiohttp upstream, the demo's
+upstreams, and each listener kind that relays gRPC. A test module may define its own fixture of the same name to replace one."""
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,8 @@ from proxy.certstore.store import CertStore
 from proxy.certstore.validate import NamePolicy
 from proxy.demo import DemoUpstreams
 from proxy.tlsmaterial import TlsObjects
-from tests.support.listeners import new_store
+from tests.support.browser import browser_page
+from tests.support.listeners import GRPC_SERVING, GrpcServing, new_store
 from tests.support.pki import POLICY, SERVER_IP, SERVER_NAME, Issuer, Leaf, Pki, ca_and_leaf
 from tests.support.web import Upstream, upstream
 
@@ -68,3 +70,17 @@ async def upstreams() -> AsyncIterator[DemoUpstreams]:
         yield upstreams
     finally:
         await upstreams.stop()
+
+
+@pytest.fixture(params=sorted(GRPC_SERVING))
+def serving(request: pytest.FixtureRequest) -> GrpcServing:
+    """Each listener kind that relays gRPC: a grpc listener, and an https listener with a
+    `grpc_upstream` (one port for browsers, API and gRPC)."""
+    return GRPC_SERVING[request.param]
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    """A page in a real headless Chromium."""
+    async with browser_page() as opened:
+        yield opened

@@ -168,7 +168,7 @@ async def test_ca_may_be_left_out_or_null(admin: Admin) -> None:
     first, second = new_upload(), new_upload()
     status, body = await admin.upload(first.body(ca=False))
     assert (status, body["fingerprint_sha256"]) == (200, first.fingerprint)
-    status, body = await admin.upload({**second.body(), "ca": None})
+    status, body = await admin.upload({**second.body(ca=False), "ca": None})
     assert (status, body["fingerprint_sha256"]) == (200, second.fingerprint)
 
 

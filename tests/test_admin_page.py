@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,41 +10,6 @@ import pytest
 from tests.support.edge import MISMATCHED_KEY, new_upload, running_admin
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str:
-    """Debian's chromium: Playwright cannot download its own browser here."""
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.path.exists(path):
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing; .ci/run installs it (apt-get install -y chromium)")
-        pytest.skip("install Debian's chromium: apt-get install -y chromium")
-    return path
-
-
-@pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    executable = chromium_path()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 900})
-            yield await context.new_page()
-        finally:
-            await browser.close()
 
 
 async def test_page_uploads_material_and_shows_every_outcome(page: Any, tmp_path: Path) -> None:
@@ -91,13 +53,14 @@ async def test_page_uploads_material_and_shows_every_outcome(page: Any, tmp_path
         await expect(banner).to_be_hidden()  # 90 days left: nothing to warn about
         await expect(page.get_by_label("Key", exact=True)).to_have_value("")
         assert (await admin.certificate())["fingerprint_sha256"] == upload.fingerprint
+        await expect(page.locator("#tls-policy")).to_contain_text("default: TLSv1.2, TLSv1.3; groups X25519, P-256, P-384")
         await page.screenshot(path=str(tmp_path / "admin-page-saved.png"), full_page=True)
 
         # A mismatched key: every problem shown in the page, the serving certificate unchanged.
         wrong = new_upload().with_wrong_key()
         await page.get_by_label("Certificate", exact=True).fill(wrong["certificate"])
         await page.get_by_label("Key", exact=True).fill(wrong["key"])
-        await page.get_by_label("Certificate authority").fill("")
+        await page.get_by_label("Certificate authority").fill(wrong["ca"])
         await page.get_by_role("button", name="Save").click()
         await expect(result).to_contain_text("Not saved")
         await expect(result.locator("li")).to_have_text([MISMATCHED_KEY])

@@ -35,7 +35,8 @@ def test_bad_material_exits_1_naming_every_problem(tmp_path: Path, root: Issuer)
     leaf = root.leaf("other.example")
     (tmp_path / "tls.crt").write_bytes(leaf.cert_pem)
     (tmp_path / "tls.key").write_bytes(root.leaf("x").key_pem)
-    result = cert_check("--cert", "tls.crt", "--key", "tls.key", "--config", str(config_file(tmp_path)), cwd=tmp_path)
+    (tmp_path / "ca.crt").write_bytes(pem(root.cert))
+    result = cert_check("--cert", "tls.crt", "--key", "tls.key", "--ca", "ca.crt", "--config", str(config_file(tmp_path)), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "refused: the edge would not serve this material",
@@ -55,5 +56,5 @@ def test_unreadable_file_is_named(tmp_path: Path, root: Issuer) -> None:
 def test_without_config_uses_the_embedded_default_names(tmp_path: Path, root: Issuer) -> None:
     leaf = root.leaf("localhost", ips=("127.0.0.1",))
     leaf.write(tmp_path)
-    result = cert_check("--cert", "tls.crt", "--key", "tls.key", cwd=tmp_path)
+    result = cert_check("--cert", "tls.crt", "--key", "tls.key", "--ca", "ca.crt", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

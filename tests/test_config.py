@@ -124,10 +124,10 @@ listen = "127.0.0.1:9443"
   path_prefix = "/v1/"
 """
     )
-    assert problems_of(text) == (
-        'edge.toml: listeners[2] (api).routes[0].upstream: is required, for example "http://127.0.0.1:8081"',
+    assert problems_of(text) == (  # in the order the keys stand in the file
         "edge.toml: listeners[1].name: 'web' is already the name of listeners[0]",
         "edge.toml: listeners[1] (web).listen: 127.0.0.1:8443 is already used by listeners[0] (web)",
+        'edge.toml: listeners[2] (api).routes[0].upstream: is required, for example "http://127.0.0.1:8081"',
     )
 
 
@@ -199,10 +199,10 @@ def test_check_config_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
     path.write_text(MINIMAL + "\n[server]\nworkers = 0\nbogus = 1\n")
     result = _cli("check-config", "--config", str(path))
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
+    assert result.stderr.splitlines() == [  # in the order the keys stand in the file
+        f"{path}: server.workers: must be from 1 to 64, not 0",
         f"{path}: server.bogus: unknown key; allowed keys: connect_timeout, drain_seconds, handshake_timeout, header_timeout, "
         "idle_timeout, max_body_bytes, upstream_timeout, workers",
-        f"{path}: server.workers: must be from 1 to 64, not 0",
     ]
     assert "Traceback" not in result.stderr
 
@@ -286,7 +286,33 @@ def test_access_file_is_relative_to_the_config_file() -> None:
 def test_log_section_mistakes_are_named() -> None:
     text = MINIMAL + '\n[log]\nformat = "yaml"\naccess = true\naccess_fle = "a.log"\n'
     assert problems_of(text) == (
-        "edge.toml: log.access_fle: unknown key; did you mean 'access_file'?",
         'edge.toml: log.format: must be "text" or "json", not \'yaml\'',
         "edge.toml: log.access: must be a string, not true or false True",
+        "edge.toml: log.access_fle: unknown key; did you mean 'access_file'?",
+    )
+
+
+def test_problems_come_in_the_order_their_keys_stand_in_the_file() -> None:
+    text = """
+[[listeners]]
+name = "web"
+protocol = "https"
+listen = "127.0.0.1:99999"
+upstream = "http://127.0.0.1:8081"
+idle_timeout = -1
+
+[tls]
+watch = "inotify"
+server_name = "edge.example"
+min_version = "1.1"
+
+[server]
+workers = 0
+"""
+    assert problems_of(text) == (
+        "edge.toml: listeners[0] (web).listen: '127.0.0.1:99999' is not a valid address: the port '99999' is not a number from 0 to 65535",
+        "edge.toml: listeners[0] (web).idle_timeout: must be more than zero, not -1.0",
+        'edge.toml: tls.watch: must be "events", "poll" or "off", not \'inotify\'',
+        'edge.toml: tls.min_version: must be "1.2" or "1.3", not \'1.1\'',
+        "edge.toml: server.workers: must be from 1 to 64, not 0",
     )

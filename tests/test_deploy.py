@@ -187,6 +187,16 @@ def test_the_service_exposes_every_listener_but_not_the_admin_port() -> None:
     assert by_protocol["http-redirect"].redirect_port == service_ports[https_name]
 
 
+def test_the_services_443_carries_browsers_api_and_grpc() -> None:
+    """The platform is reached on 443 for all three: the listener behind it relays gRPC too."""
+    web = next(listener for listener in kubernetes_config().listeners if listener.protocol == "https")
+    container_ports = {port["containerPort"]: port["name"] for port in container()["ports"]}
+    service_ports = {port["targetPort"]: port["port"] for port in one("Service")["spec"]["ports"]}
+    assert service_ports[container_ports[web.listen.port]] == 443
+    assert web.protocol == "https" and web.grpc_upstream is not None
+    assert not [listener for listener in kubernetes_config().listeners if listener.protocol == "grpc"], "no second port for gRPC"
+
+
 def test_the_certificate_example_feeds_the_deployments_secret() -> None:
     """cert-manager's CRD has no built-in schema, so its example is checked field by field."""
     certificate = one("Certificate")
@@ -247,8 +257,9 @@ def unit_for_this_machine(tmp_path: Path) -> Path:
     return copy
 
 
-def test_the_systemd_config_is_a_valid_edge_config() -> None:
-    systemd_config()
+def test_the_systemd_config_is_a_valid_edge_config_serving_grpc_on_443() -> None:
+    web = next(listener for listener in systemd_config().listeners if listener.protocol == "https")
+    assert web.protocol == "https" and web.listen.port == 443 and web.grpc_upstream is not None
 
 
 def test_the_unit_has_the_hardening_and_signals_the_edge_needs() -> None:

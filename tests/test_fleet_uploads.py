@@ -18,6 +18,7 @@ from proxy.errors import ConfigError
 from tests.support.config import Table, toml
 from tests.support.edge import Admin, Upload, new_upload, running_admin
 from tests.support.fleet import kubelet_update
+from tests.support.pki import pem
 
 
 def admin_with_uploads(base: Path, uploads: str) -> AbstractAsyncContextManager[Admin]:
@@ -26,7 +27,8 @@ def admin_with_uploads(base: Path, uploads: str) -> AbstractAsyncContextManager[
 
 
 def as_secret(upload: Upload) -> dict[str, bytes]:
-    return {"tls.crt": upload.leaf.cert_pem, "tls.key": upload.leaf.key_pem}
+    assert upload.root is not None
+    return {"tls.crt": upload.leaf.cert_pem, "tls.key": upload.leaf.key_pem, "ca.crt": pem(upload.root.cert)}
 
 
 def listing(directory: Path) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 from proxy.metrics import REGISTRY
 from tests.support.edge import running_edge
 from tests.support.grpc_echo import EchoUpstream, MiB, method, running_upstream
-from tests.support.listeners import running_grpc_listener
+from tests.support.listeners import GrpcServing, running_grpc_listener
 from tests.support.probes import WAIT, free_port
 
 
@@ -28,8 +28,8 @@ async def test_many_concurrent_calls_share_one_relayed_connection() -> None:
         assert edge.certificate_reads == reads_before + 1  # one TLS handshake carried all 200 streams
 
 
-async def test_deadline_reaches_upstream_and_expires_as_deadline_exceeded() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_deadline_reaches_upstream_and_expires_as_deadline_exceeded(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary(method("Hang"))(b"", timeout=0.5)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -47,8 +47,8 @@ async def test_call_without_deadline_reaches_upstream_without_one() -> None:
     assert upstream.deadlines[-1] is None
 
 
-async def test_client_cancel_cancels_the_upstream_call() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_client_cancel_cancels_the_upstream_call(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.unary_unary(method("Hang"))(b"")
         while not upstream.deadlines:  # wait until the call has reached the upstream
             await asyncio.sleep(0.01)
@@ -59,8 +59,8 @@ async def test_client_cancel_cancels_the_upstream_call() -> None:
         assert await channel.unary_unary(method("Unary"))(b"after", timeout=WAIT) == b"after"
 
 
-async def test_unreachable_upstream_gives_unavailable_naming_the_edge_before_the_deadline() -> None:
-    async with running_grpc_listener(free_port()) as edge, edge.channel() as channel:
+async def test_unreachable_upstream_gives_unavailable_naming_the_edge_before_the_deadline(serving: GrpcServing) -> None:
+    async with serving(free_port()) as edge, edge.channel() as channel:
         started = time.monotonic()
         for _ in range(3):  # a fresh connection, then the same one answering again
             with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -130,9 +130,9 @@ def sample(name: str) -> float:
     return REGISTRY.get_sample_value(name, {"listener": "relay-metrics"}) or 0.0
 
 
-async def test_handshakes_and_open_connections_are_counted() -> None:
+async def test_handshakes_and_open_connections_are_counted(serving: GrpcServing) -> None:
     handshakes = sample("edge_tls_handshakes_total")
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port, name="relay-metrics") as edge:
+    async with running_upstream() as upstream, serving(upstream.port, name="relay-metrics") as edge:
         async with edge.channel() as channel:
             await channel.unary_unary(method("Unary"))(b"x", timeout=WAIT)
             assert sample("edge_open_connections") == 1

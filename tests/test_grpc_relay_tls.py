@@ -14,7 +14,7 @@ import pytest
 
 from proxy.h2relay.frames import CLIENT_PREFACE, GOAWAY, SETTINGS, FrameScanner
 from tests.support.grpc_echo import EchoUpstream, OpenStreams, method, running_upstream, server_credentials
-from tests.support.listeners import RunningListener, running_grpc_listener
+from tests.support.listeners import GrpcServing, RunningListener, running_grpc_listener
 from tests.support.pki import Pki
 from tests.support.probes import WAIT
 
@@ -25,8 +25,8 @@ def client_context(edge: RunningListener, alpn: str = "h2") -> ssl.SSLContext:
     return context
 
 
-async def test_tls13_only_listener_refuses_a_tls12_client() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port, min_version="1.3") as edge:
+async def test_tls13_only_listener_refuses_a_tls12_client(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port, min_version="1.3") as edge:
         old = client_context(edge)
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         # Refused in the handshake: an alert (SSLError) or, when asyncio aborts first, a reset.
@@ -61,10 +61,10 @@ async def test_client_that_does_not_offer_h2_is_closed() -> None:
         writer.close()
 
 
-async def test_max_connection_age_makes_an_idle_channel_reconnect_and_see_the_new_certificate() -> None:
+async def test_max_connection_age_makes_an_idle_channel_reconnect_and_see_the_new_certificate(serving: GrpcServing) -> None:
     async with (
         running_upstream() as upstream,
-        running_grpc_listener(upstream.port, max_connection_age=0.3) as edge,
+        serving(upstream.port, max_connection_age=0.3) as edge,
         edge.channel() as channel,
     ):
         unary = channel.unary_unary(method("Unary"))
@@ -131,8 +131,8 @@ async def test_silent_client_is_dropped_at_handshake_timeout() -> None:
         writer.close()
 
 
-async def test_drain_lets_open_streams_finish_and_refuses_new_connections() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_drain_lets_open_streams_finish_and_refuses_new_connections(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         ticker = channel.unary_stream(method("Ticker"))(b"", timeout=WAIT)
         await upstream.ticks.put(b"1")
         assert await ticker.read() == b"1"
@@ -237,7 +237,7 @@ async def read_exactly(reader: asyncio.StreamReader, size: int) -> bytes:
     return await asyncio.wait_for(reader.readexactly(size), WAIT)
 
 
-async def test_a_client_that_does_not_read_holds_back_the_upstream() -> None:
+async def test_a_client_that_does_not_read_holds_back_the_upstream(serving: GrpcServing) -> None:
     pushed = asyncio.Queue[int]()
 
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -246,7 +246,7 @@ async def test_a_client_that_does_not_read_holds_back_the_upstream() -> None:
 
     upstream = await asyncio.start_server(flood, "127.0.0.1", 0)
     try:
-        async with running_grpc_listener(upstream.sockets[0].getsockname()[1]) as edge:
+        async with serving(upstream.sockets[0].getsockname()[1]) as edge:
             reader, writer = await asyncio.open_connection("127.0.0.1", edge.port, ssl=client_context(edge))
             taken = await asyncio.wait_for(pushed.get(), WAIT)
             assert taken < FLOOD // 4  # the edge stopped reading from the upstream
@@ -258,7 +258,7 @@ async def test_a_client_that_does_not_read_holds_back_the_upstream() -> None:
         upstream.close()
 
 
-async def test_an_upstream_that_does_not_read_holds_back_the_client() -> None:
+async def test_an_upstream_that_does_not_read_holds_back_the_client(serving: GrpcServing) -> None:
     accepted = asyncio.Queue[asyncio.StreamReader]()
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -267,7 +267,7 @@ async def test_an_upstream_that_does_not_read_holds_back_the_client() -> None:
 
     upstream = await asyncio.start_server(hold, "127.0.0.1", 0)
     try:
-        async with running_grpc_listener(upstream.sockets[0].getsockname()[1]) as edge:
+        async with serving(upstream.sockets[0].getsockname()[1]) as edge:
             _, writer = await asyncio.open_connection("127.0.0.1", edge.port, ssl=client_context(edge))
             taken = await push_until_held_back(writer)
             assert taken < FLOOD // 4  # the edge stopped reading from the client

@@ -1,18 +1,30 @@
-"""Every RPC kind, metadata, statuses and trailers pass through the gRPC listener unchanged, with
-a real grpcio client and a real grpcio upstream on 127.0.0.1."""
+"""Every RPC kind, metadata, statuses and trailers pass through unchanged, with a real grpcio
+client and a real grpcio upstream on 127.0.0.1: on a gRPC listener, and on the HTTPS port of an
+https listener with a `grpc_upstream` (one port for browsers, API and gRPC)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import grpc
 import pytest
 
 from tests.support.grpc_echo import STATUS_DETAILS, method, running_upstream
-from tests.support.listeners import running_grpc_listener
+from tests.support.listeners import RunningListener, running_grpc_listener, running_one_port_listener
 from tests.support.probes import WAIT
 
+GrpcServing = Callable[[int], AbstractAsyncContextManager[RunningListener]]
 
-async def test_unary_call_passes_through_with_metadata_both_ways() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+
+@pytest.fixture(params=["grpc listener", "https listener with grpc_upstream"])
+def serving(request: pytest.FixtureRequest) -> GrpcServing:
+    """A listener on 127.0.0.1 that relays gRPC to the upstream on the given port."""
+    return running_grpc_listener if request.param == "grpc listener" else running_one_port_listener
+
+
+async def test_unary_call_passes_through_with_metadata_both_ways(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.unary_unary(method("Unary"))(b"hello", metadata=(("x-trace", "abc"), ("x-blob-bin", b"\x00\xfe\xff")), timeout=WAIT)
         assert await call == b"hello"
         assert await call.code() == grpc.StatusCode.OK
@@ -23,21 +35,21 @@ async def test_unary_call_passes_through_with_metadata_both_ways() -> None:
     assert seen["x-blob-bin"] == b"\x00\xfe\xff"
 
 
-async def test_server_streaming_call_passes_every_message() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_server_streaming_call_passes_every_message(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.unary_stream(method("ServerStream"))(b"5", timeout=WAIT)
         assert [m async for m in call] == [b"0", b"1", b"2", b"3", b"4"]
         assert await call.code() == grpc.StatusCode.OK
 
 
-async def test_client_streaming_call_passes_every_message() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_client_streaming_call_passes_every_message(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.stream_unary(method("ClientStream"))(iter([b"a", b"b", b"c"]), timeout=WAIT)
         assert await call == b"a|b|c"
 
 
-async def test_bidi_stream_answers_each_message_in_turn() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_bidi_stream_answers_each_message_in_turn(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         call = channel.stream_stream(method("Bidi"))(timeout=WAIT)
         for word in (b"one", b"two", b"three"):
             await call.write(word)
@@ -47,8 +59,8 @@ async def test_bidi_stream_answers_each_message_in_turn() -> None:
         assert await call.code() == grpc.StatusCode.OK
 
 
-async def test_error_status_details_and_binary_trailer_pass_unchanged() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_error_status_details_and_binary_trailer_pass_unchanged(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary(method("Fail"))(b"widget-7", timeout=WAIT)
     error = raised.value
@@ -59,15 +71,15 @@ async def test_error_status_details_and_binary_trailer_pass_unchanged() -> None:
     assert trailers["x-reason"] == "gone"
 
 
-async def test_unknown_method_gets_the_upstreams_unimplemented() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_unknown_method_gets_the_upstreams_unimplemented(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary("/other.Service/Nothing")(b"", timeout=WAIT)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_upstreams_own_unavailable_passes_unchanged() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_upstreams_own_unavailable_passes_unchanged(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary(method("Unavailable"))(b"", timeout=WAIT)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

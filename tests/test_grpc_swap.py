@@ -7,12 +7,12 @@ from __future__ import annotations
 import grpc
 
 from tests.support.grpc_echo import OpenStreams, method, running_upstream
-from tests.support.listeners import running_grpc_listener
+from tests.support.listeners import GrpcServing, running_grpc_listener
 from tests.support.probes import WAIT
 
 
-async def test_new_handshake_gets_new_cert_while_open_streams_continue() -> None:
-    async with running_upstream() as upstream, running_grpc_listener(upstream.port) as edge, edge.channel() as channel:
+async def test_new_handshake_gets_new_cert_while_open_streams_continue(serving: GrpcServing) -> None:
+    async with running_upstream() as upstream, serving(upstream.port) as edge, edge.channel() as channel:
         old = edge.store.current.snapshot
         assert await edge.handshake_fingerprint() == old.fingerprint
 

@@ -116,6 +116,7 @@ async def test_rename_drop(intake: Intake, issuer: Issuer, tmp_path: Path) -> No
     leaf = fresh(issuer)
     staging = tmp_path / "staging"
     leaf.write(staging)
+    os.replace(staging / "ca.crt", intake.cert_dir / "ca.crt")
     os.replace(staging / "tls.key", intake.cert_dir / "tls.key")
     os.replace(staging / "tls.crt", intake.cert_dir / "tls.crt")
     await intake.served(leaf)
@@ -247,7 +248,8 @@ async def test_upload_writes_all_files_atomically_and_the_watcher_adds_no_versio
     await intake.watcher_read_since(time.monotonic())  # the watcher has read what the upload wrote
     assert intake.published == [2] and intake.store.current.snapshot.source == "upload"
     second = fresh(issuer)
-    await intake.service.upload(second.material())
+    # Without ca.crt, the root ends tls.crt.
+    await intake.service.upload(Material(second.cert_pem + pem(root.cert), second.key_pem))
     await intake.watcher_read_since(time.monotonic())
     assert intake.published == [2, 3] and not (intake.cert_dir / "ca.crt").exists()
     assert len([p for p in intake.cert_dir.iterdir() if p.is_dir() and not p.is_symlink()]) == 1
@@ -257,7 +259,7 @@ async def test_rejected_upload_changes_nothing(intake: Intake, issuer: Issuer) -
     leaf = fresh(issuer)
     before = intake.fingerprint
     with pytest.raises(MaterialError) as caught:
-        await intake.service.upload(Material(leaf.cert_pem, fresh(issuer).key_pem))
+        await intake.service.upload(Material(leaf.cert_pem, fresh(issuer).key_pem, leaf.ca_pem()))
     assert caught.value.problems == ("the private key does not match the certificate",)
     assert intake.fingerprint == before and list(intake.cert_dir.iterdir()) == []
     error = intake.store.last_error

@@ -15,6 +15,7 @@ import pytest
 
 from proxy.certstore.store import Serving
 from proxy.tlsmaterial import TlsObjects
+from tests.support.config import one_port
 from tests.support.edge import RunningEdge, copy_files, drop_files, running_edge, upload_body
 from tests.support.grpc_echo import running_upstream
 from tests.support.load import Tally, grpc_new_channel_loop, grpc_unary_loop, handshake_loop, keep_alive_client, new_connection_client
@@ -50,15 +51,25 @@ async def swap_in_turn(running: RunningEdge, leaves: list[Leaf]) -> Counter[str]
     return asked
 
 
-async def test_swaps_every_250_ms_under_load_fail_no_request_and_no_handshake(tmp_path: Path) -> None:
+@pytest.mark.parametrize("grpc_on", ["grpc listener", "https port"])
+async def test_swaps_every_250_ms_under_load_fail_no_request_and_no_handshake(tmp_path: Path, grpc_on: str) -> None:
+    """`grpc_on`: where the gRPC load goes, the gRPC listener's own port or the HTTPS port of an
+    https listener with `grpc_upstream` (one port: HTTP/1.1 and gRPC side by side on it)."""
     pki = Pki()
     leaves = [pki.leaf() for _ in range(int(LOAD_SECONDS / SWAP_INTERVAL))]
     async with (
         upstream() as http_upstream,
         running_upstream() as grpc_upstream,
-        running_edge(tmp_path, pki=pki, http_upstream=http_upstream.port, grpc_upstream=grpc_upstream.port) as running,
+        running_edge(
+            tmp_path,
+            pki=pki,
+            http_upstream=http_upstream.port,
+            grpc_upstream=grpc_upstream.port,
+            web=one_port(grpc_upstream.port) if grpc_on == "https port" else None,
+        ) as running,
         AsyncExitStack() as channels,
     ):
+        grpc_port = running.https_port if grpc_on == "https port" else running.grpc_port
         published = {running.serving_fingerprint: running.edge.store.current.snapshot.source}
 
         def record(serving: Serving[TlsObjects]) -> None:
@@ -78,12 +89,12 @@ async def test_swaps_every_250_ms_under_load_fail_no_request_and_no_handshake(tm
             for tally in per_request:
                 load.create_task(new_connection_client(running.https_port, pki, stop, tally))
             # Two call loops share one long-lived channel; a third makes a new channel per call.
-            channel = await channels.enter_async_context(pki.grpc_channel(running.grpc_port))
+            channel = await channels.enter_async_context(pki.grpc_channel(grpc_port))
             grpc_calls += [Tally(f"grpc unary {i}") for i in range(2)] + [Tally("grpc new channel per call")]
             load.create_task(grpc_unary_loop(channel, stop, grpc_calls[0]))
             load.create_task(grpc_unary_loop(channel, stop, grpc_calls[1]))
-            load.create_task(grpc_new_channel_loop(running.grpc_port, pki, stop, grpc_calls[2]))
-            load.create_task(handshake_loop(running.grpc_port, pki, stop, probes["grpc"], alpn="h2"))
+            load.create_task(grpc_new_channel_loop(grpc_port, pki, stop, grpc_calls[2]))
+            load.create_task(handshake_loop(grpc_port, pki, stop, probes["grpc"], alpn="h2"))
             load.create_task(handshake_loop(running.https_port, pki, stop, probes["web"], alpn="http/1.1"))
             try:
                 asked = await swap_in_turn(running, leaves)

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy import metrics
+from proxy import metrics, tlspolicy
 from proxy.admin.page import Page, load_page
 from proxy.admin.token import bearer_matches, load_or_create_token
 from proxy.admin.uploads import upload_policy, uploads_off_message
@@ -116,6 +116,7 @@ class AdminServer:
         app.router.add_get("/api/v1/certificate", self._get_certificate)
         app.router.add_post("/api/v1/certificate", self._post_certificate)
         app.router.add_post("/api/v1/reload", self._post_reload)
+        app.router.add_get("/api/v1/tls", self._get_tls)
         return app
 
     # --- middlewares: outermost first -------------------------------------------------------
@@ -182,6 +183,10 @@ class AdminServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _get_tls(self, request: web.Request) -> web.Response:
+        tls = self.service.tls
+        return web.json_response(await asyncio.to_thread(tlspolicy.describe, tls.policy, tls.min_version))
 
     async def _get_certificate(self, request: web.Request) -> web.Response:
         return self._certificate_response(self.service.store.current.snapshot)

@@ -51,10 +51,13 @@ class _Block:
     headers: bytes
 
 
-def _blocks(data: bytes) -> tuple[list[_Block], bool]:
-    """The PEM blocks in `data`, and whether a BEGIN line has no END line (a cut-off file)."""
+def _blocks(data: bytes) -> tuple[list[_Block], bool, bool]:
+    """The PEM blocks in `data`, whether a BEGIN line has no END line (a cut-off file), and
+    whether anything but white space follows the last END line (a file still being written)."""
     blocks = []
+    end = 0
     for match in _BLOCK.finditer(data):
+        end = match.end()
         body = match.group(2)
         headers = b""
         if b"\n\n" in body.replace(b"\r\n", b"\n") and b":" in body.split(b"\n", 1)[0]:
@@ -62,7 +65,8 @@ def _blocks(data: bytes) -> tuple[list[_Block], bool]:
             headers, _, body = text.partition(b"\n\n")
         blocks.append(_Block(match.group(1), body, headers))
     truncated = len(_BEGIN.findall(data)) > len(blocks)
-    return blocks, truncated
+    trailing = bool(blocks) and bool(data[end:].strip())
+    return blocks, truncated, trailing
 
 
 def _der(block: _Block) -> bytes:
@@ -80,9 +84,11 @@ def parse_certificates(data: bytes, filename: str, problems: list[str], settling
     if not data.strip():
         _add(f"{filename} is empty", problems, settling)
         return []
-    blocks, truncated = _blocks(data)
+    blocks, truncated, trailing = _blocks(data)
     if truncated:
         _add(f"{filename} is cut off: a -----BEGIN line has no matching -----END line", problems, settling)
+    elif trailing:
+        _add(f"{filename} has text after its last -----END line; it must hold whole PEM certificates only", problems, settling)
     if not blocks:
         if not truncated:
             problems.append(_no_pem(data, filename, "-----BEGIN CERTIFICATE-----"))
@@ -98,7 +104,7 @@ def parse_certificates(data: bytes, filename: str, problems: list[str], settling
     for index, block in enumerate(certificate_blocks):
         try:
             certificates.append(_load_certificate(_der(block)))
-        except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+        except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension) as e:
             problems.append(f"{filename}: certificate {index + 1} cannot be parsed ({_short(e)})")
     if not certificate_blocks and not keys and not others and not truncated:
         problems.append(f"{filename} holds no certificate")
@@ -123,9 +129,11 @@ def parse_private_key(data: bytes, problems: list[str], settling: list[str], fil
     if not data.strip():
         _add(f"{filename} is empty", problems, settling)
         return None
-    blocks, truncated = _blocks(data)
+    blocks, truncated, trailing = _blocks(data)
     if truncated:
         _add(f"{filename} is cut off: a -----BEGIN line has no matching -----END line", problems, settling)
+    elif trailing:
+        _add(f"{filename} has text after its last -----END line; it must hold one whole PEM key only", problems, settling)
     if not blocks:
         if not truncated:
             problems.append(_no_pem(data, filename, "-----BEGIN PRIVATE KEY-----"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from proxy import metrics
 from proxy.certstore import audit, files
 from proxy.certstore.audit import Attempt
 from proxy.certstore.pem import Material
+from proxy.certstore.roots import Roots, system_roots
 from proxy.certstore.selfsigned import generate_self_signed, still_fits
 from proxy.certstore.store import CertStore, Offer, Rejection, Snapshot, utcnow
 from proxy.certstore.validate import NamePolicy, ValidMaterial, validate_material
@@ -27,7 +28,7 @@ from proxy.errors import MaterialError, MaterialMissing
 
 log = logging.getLogger("proxy.certstore")
 
-# INTERFACE 3. Material that reads complete and valid serves at once. Anything else is reported
+# README, "Drop files". Material that reads complete and valid serves at once. Anything else is reported
 # only once the directory's content has stayed the same for SETTLE_SECONDS, and material that
 # looks half-written (a key that does not match yet, a cut-off PEM) is re-read for up to
 # SETTLE_RETRY_SECONDS first; REPORT_WITHIN_SECONDS caps the wait for a directory that never
@@ -41,8 +42,11 @@ SETTLE_RETRY_INTERVAL = 0.05  # how often unsettled content is read again
 class CertificateService:
     """Feeds the store. Every public coroutine is safe to call concurrently: intake is serial."""
 
-    def __init__(self, store: CertStore[Any], tls: TlsConfig, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, store: CertStore[Any], tls: TlsConfig, clock: Callable[[], datetime] = utcnow, roots: Callable[[], Roots] = system_roots
+    ) -> None:
         self.store = store
+        self._roots = roots
         self.tls = tls
         self.policy = NamePolicy(tls.server_name, tls.ip_addresses)
         self._clock = clock
@@ -61,14 +65,18 @@ class CertificateService:
         async with self._intake:
             read = await self._read()
             self._concluded = read.digest
+            rejection: Rejection | None = None
             try:
                 valid = await self._validate(read.material())
-                return (await self._publish(valid, await self._origin(valid), attempt)).snapshot
             except MaterialMissing:
                 log.info("no certificate in %s yet", self.tls.cert_dir)
-                rejection = None
             except MaterialError as e:
                 rejection = self._record(e.problems, "directory", read.digest, attempt)
+            else:
+                try:
+                    return (await self._publish(valid, await self._origin(valid), attempt)).snapshot
+                except MaterialError:
+                    rejection = self.store.last_error  # recorded by _publish
             snapshot = await self._fallback(attempt)
             if rejection is not None:
                 self.store.reject(rejection.source, rejection.problems)  # the fallback is no fix
@@ -124,16 +132,13 @@ class CertificateService:
                 self._record(e.problems, "upload", None, attempt)
                 raise
             stored = Material(valid.cert_pem, material.key_pem, material.ca_pem)
-            await asyncio.to_thread(files.write_material_dir, self.tls.cert_dir, stored, self._clock())
-            try:
-                return await self._publish(valid, "upload", attempt)
-            except MaterialError:
-                # The TLS library refused what validation passed: put the serving material back
-                # so the directory, a restart and what serves all agree.
-                serving = self.store.current.snapshot.material
-                back = Material(serving.cert_pem, serving.key_pem, serving.ca_pem)
-                await asyncio.to_thread(files.write_material_dir, self.tls.cert_dir, back, self._clock())
-                raise
+
+            async def write() -> None:
+                # Once the canary passed, before the swap: a refusal writes nothing, and the
+                # directory, a restart and what serves agree.
+                await asyncio.to_thread(files.write_material_dir, self.tls.cert_dir, stored, self._clock())
+
+            return await self._publish(valid, "upload", attempt, before_swap=write)
 
     async def reload(self, source: str = "reload", client: str | None = None) -> Offer:
         """Re-read `cert_dir` now. Missing files leave the serving certificate as it is.
@@ -208,13 +213,21 @@ class CertificateService:
         return read
 
     async def _validate(self, material: Material) -> ValidMaterial:
-        return await asyncio.to_thread(validate_material, material, self.policy, self._clock())
+        now = self._clock()
+        return await asyncio.to_thread(lambda: validate_material(material, self.policy, now, self._roots()))
 
-    async def _publish(self, valid: ValidMaterial, source: str, attempt: Attempt) -> Offer:
+    async def _publish(
+        self, valid: ValidMaterial, source: str, attempt: Attempt, before_swap: Callable[[], Awaitable[None]] | None = None
+    ) -> Offer:
         before = self.store.current.snapshot if self.store.has_version else None
         try:
-            offer = await self.store.publish(valid, source)
-        except Exception as e:  # OpenSSL or gRPC refused what validation accepted
+            offer = await self.store.publish(valid, source, before_swap=before_swap)
+        except MaterialError as e:  # the canary handshake failed, or OpenSSL refused the material
+            self._record(e.problems, source, None, attempt)
+            raise
+        except OSError:
+            raise  # the upload could not be written: nothing changed
+        except Exception as e:  # building the TLS objects failed in another way: still no swap
             problem = f"the TLS library refused the material: {e}"
             self._record([problem], source, None, attempt)
             raise MaterialError([problem]) from e

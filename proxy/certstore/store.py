@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -95,17 +95,21 @@ class CertStore(Generic[T]):
         """Call `callback(serving)` on the event loop after each publish. It must not raise."""
         self._subscribers.append(callback)
 
-    async def publish(self, material: ValidMaterial, source: str) -> Offer:
+    async def publish(self, material: ValidMaterial, source: str, *, before_swap: Callable[[], Awaitable[None]] | None = None) -> Offer:
         """Serve `material` unless it equals the serving leaf, chain and key.
 
         TLS objects are built in a thread before the version becomes visible, so a handshake
-        never sees a version without them. Raises whatever `prepare` raises (nothing changes).
+        never sees a version without them. `before_swap` runs once they are built (or when the
+        material is the serving one), right before the swap. Raises whatever `prepare` or
+        `before_swap` raises (nothing changes).
         """
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}")
         async with self._lock:
             current = self._current
             if current is not None and current.snapshot.material.identity == material.identity:
+                if before_swap is not None:
+                    await before_swap()
                 if material.ca_pem != current.snapshot.material.ca_pem:
                     # A new ca.crt alone is kept but is no new version.
                     material_now = dataclasses.replace(current.snapshot.material, ca=material.ca, ca_pem=material.ca_pem)
@@ -116,6 +120,8 @@ class CertStore(Generic[T]):
             version = 1 if current is None else current.snapshot.version + 1
             snapshot = Snapshot(version=version, source=source, material=material, loaded_at=self._clock())
             tls = await asyncio.to_thread(self._prepare, snapshot)
+            if before_swap is not None:
+                await before_swap()
             serving = Serving(snapshot, tls)
             self._current = serving  # the swap: one reference assignment
             self._last_error = None

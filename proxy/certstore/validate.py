@@ -16,13 +16,22 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from proxy.certstore.pem import Material, PrivateKey, parse_material
+from proxy.certstore.roots import Roots
 from proxy.errors import MaterialError
 
 MIN_RSA_BITS = 2048
+# Browsers verify ECDSA only on these curves, and TLS 1.3 signs with nothing else (RFC 8446
+# 4.2.3 ties each ECDSA scheme to its curve; Chrome and Firefox never offer P-521).
+SERVING_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
+_CURVE_NAMES = {"secp521r1": "P-521 (secp521r1)", "secp256k1": "secp256k1"}
+_KEY_ADVICE = "use an ECDSA P-256 or P-384 key, or RSA with at least 2048 bits"
+# Browsers refuse these signatures anywhere in a chain (CA/Browser Forum BR 7.1.3).
+_WEAK_HASHES = {"sha1": "SHA-1", "md5": "MD5"}
+_NO_ROOTS = Roots()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +61,11 @@ class ValidMaterial:
     identity: str  # SHA-256 over leaf, chain and key: equal identity means no swap
 
 
-def validate_material(material: Material, policy: NamePolicy, now: datetime) -> ValidMaterial:
-    """Check `material` against every rule. Raises MaterialError with all problems found."""
+def validate_material(material: Material, policy: NamePolicy, now: datetime, roots: Roots = _NO_ROOTS) -> ValidMaterial:
+    """Check `material` against every rule. Raises MaterialError with all problems found.
+
+    `roots` are the trusted roots a chain may end at without ca.crt (the system's, in the edge).
+    Whether the material serves is for a handshake to prove (`proxy.tlsmaterial`), not this."""
     parsed = parse_material(material)
     certificates, key = parsed.certificates, parsed.key
     problems: list[str] = []
@@ -75,14 +87,16 @@ def validate_material(material: Material, policy: NamePolicy, now: datetime) -> 
             f"the certificate {_name(leaf)} is a CA certificate, not a server certificate; "
             "tls.crt must start with the server's own certificate"
         )
+    problems += _key_problems(key, certificates)
+    problems += _weak_signature_problems(certificates)
     problems += _chain_problems(certificates)
     if parsed.ca:
         problems += _ca_problems(certificates, parsed.ca)
+    else:
+        problems += _anchor_problems(certificates, roots)
     problems += _validity_problems(certificates, now)
     problems += _name_problems(leaf, policy)
     problems += _usage_problems(leaf)
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
-        problems.append(f"the RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are needed")
     if problems:
         raise MaterialError(problems, may_settle=settling)
     return _valid(certificates, key, parsed.ca, material.ca_pem)
@@ -134,6 +148,83 @@ def _is_ca(certificate: x509.Certificate) -> bool:
         return False
 
 
+def _weak_hash(certificate: x509.Certificate) -> str | None:
+    """ "SHA-1" or "MD5" when the certificate is signed with it. Asked before any signature
+    check: cryptography refuses to verify such signatures, which would read as "not signed by"."""
+    try:
+        algorithm = certificate.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return None
+    return _WEAK_HASHES.get(algorithm.name) if algorithm is not None else None
+
+
+def _self_signed(certificate: x509.Certificate) -> bool:
+    return certificate.issuer == certificate.subject and (_weak_hash(certificate) is not None or _signed_by(certificate, certificate))
+
+
+def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Signed by `issuer`; for a weak signature (named as such elsewhere), the names decide."""
+    if _weak_hash(child) is not None:
+        return child.issuer == issuer.subject
+    return _signed_by(child, issuer)
+
+
+def _describe_key(key: object) -> str | None:
+    """What is wrong with a public key for serving, or None."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return None if key.key_size >= MIN_RSA_BITS else f"an RSA key of {key.key_size} bits"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        name = key.curve.name
+        return None if name in SERVING_CURVES else f"an ECDSA key on curve {_CURVE_NAMES.get(name, name)}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "an Ed25519 key"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "an Ed448 key"
+    return f"a {type(key).__name__.removeprefix('_')} key"
+
+
+def _key_problems(key: PrivateKey, certificates: Sequence[x509.Certificate]) -> list[str]:
+    problems = []
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
+        problems.append(f"the RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are needed")
+    else:
+        what = _describe_key(key.public_key())
+        if what is not None:
+            problems.append(f"tls.key holds {what}, which browsers cannot use for TLS; {_KEY_ADVICE}")
+    for certificate in certificates[1:]:
+        if _self_signed(certificate):
+            continue  # a root's key signs nothing a browser checks here
+        what = _describe_key(certificate.public_key())
+        if what is not None:
+            problems.append(f"the intermediate {_name(certificate)} in tls.crt has {what}, which browsers cannot verify")
+    return problems
+
+
+def _weak_signature_problems(certificates: Sequence[x509.Certificate]) -> list[str]:
+    problems = []
+    for index, certificate in enumerate(certificates):
+        weak = _weak_hash(certificate)
+        if weak is None or (index > 0 and _self_signed(certificate)):
+            continue  # nobody checks a root's signature on itself
+        what = "the certificate" if index == 0 else f"the intermediate {_name(certificate)} in tls.crt"
+        problems.append(f"{what} is signed with {weak}, which browsers refuse; have it reissued with a SHA-256 signature")
+    return problems
+
+
+def _anchor_problems(certificates: Sequence[x509.Certificate], roots: Roots) -> list[str]:
+    """Without ca.crt, the chain must end at a self-signed root or at one the system trusts."""
+    top = certificates[-1]
+    if _self_signed(top) or roots.issuer_of(top) is not None:
+        return []
+    if any(_issued_by(top, c) for c in certificates[:-1]):
+        return []  # out of order: named by the chain rule
+    return [
+        f"tls.crt is incomplete: {top.issuer.rfc4514_string()}, the issuer of {_name(top)}, is in neither tls.crt, "
+        "ca.crt nor the system's trusted roots; append that intermediate certificate to tls.crt, "
+        "or give the root it leads to as ca.crt"
+    ]
+
+
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         child.verify_directly_issued_by(issuer)
@@ -145,7 +236,7 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _chain_problems(certificates: Sequence[x509.Certificate]) -> list[str]:
     problems = []
     for child, issuer in itertools.pairwise(certificates):
-        if not _signed_by(child, issuer):
+        if not _issued_by(child, issuer):
             problems.append(
                 f"tls.crt: {_name(child)} is not signed by {_name(issuer)}, the certificate after it; "
                 "list the leaf first, then each issuer in order"
@@ -156,7 +247,7 @@ def _chain_problems(certificates: Sequence[x509.Certificate]) -> list[str]:
 def _ca_problems(certificates: Sequence[x509.Certificate], ca: Sequence[x509.Certificate]) -> list[str]:
     top = certificates[-1]
     ca_der = {c.public_bytes(serialization.Encoding.DER) for c in ca}
-    if top.public_bytes(serialization.Encoding.DER) in ca_der or any(_signed_by(top, root) for root in ca):
+    if top.public_bytes(serialization.Encoding.DER) in ca_der or any(_issued_by(top, root) for root in ca):
         return []
     return [
         "the chain does not lead to the CA in ca.crt: is an intermediate missing? "

@@ -72,7 +72,7 @@ def policy_contexts(config: Config) -> dict[str, ssl.SSLContext]:
     for cfg in config.listeners:
         alpn = offered_alpn(cfg)
         if alpn is not None:
-            policies[cfg.name] = policy_context(config.tls.min_version, alpn)
+            policies[cfg.name] = policy_context(config.tls.min_version, alpn, config.tls.policy)
     return policies
 
 

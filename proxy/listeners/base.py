@@ -17,7 +17,7 @@ from proxy.config import ListenerConfig
 from proxy.connections import Shared, Tally
 from proxy.errors import ListenerError
 from proxy.metrics import for_listener
-from proxy.tlsmaterial import H2_ALPN, HTTPS_ALPN, ONE_PORT_ALPN, Alpn, TlsObjects, listening_context
+from proxy.tlsmaterial import H2_ALPN, HTTP2_ALPN, HTTPS_ALPN, ONE_PORT_ALPN, Alpn, TlsObjects, listening_context
 
 log = logging.getLogger("proxy.listener")
 
@@ -113,6 +113,8 @@ def offered_alpn(config: ListenerConfig) -> Alpn | None:
     if config.protocol == "grpc":
         return H2_ALPN
     if config.protocol == "https":
+        if config.http2:
+            return HTTP2_ALPN
         return ONE_PORT_ALPN if config.grpc_upstream is not None else HTTPS_ALPN
     return None
 

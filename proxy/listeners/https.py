@@ -16,6 +16,8 @@ from typing import cast
 
 from proxy.config import HttpsListenerConfig, HttpUpstream
 from proxy.connections import Shared
+from proxy.h2.connection import H2Server
+from proxy.h2.first import FirstRequest
 from proxy.h2relay.connection import ClientSide, RelayTarget
 from proxy.h2relay.upstream import relay_target
 from proxy.http1.client import ClientConnection
@@ -40,10 +42,11 @@ class HttpsListener(TlsListener):
         self._pools = {}
         router = Router(self.config.routes, self._pool)
         grpc = self.config.grpc_upstream
-        if grpc is None:
+        http2 = self.config.http2
+        if grpc is None and not http2:
             return lambda: ClientConnection(shared, router), self.ssl_context
-        target = await relay_target(grpc, self.config.max_connection_age, self.name, "grpc_upstream_ca")
-        return lambda: AlpnSwitch(shared, router, target), self.ssl_context
+        target = None if grpc is None else await relay_target(grpc, self.config.max_connection_age, self.name, "grpc_upstream_ca")
+        return lambda: AlpnSwitch(shared, router, target, http2=http2), self.ssl_context
 
     def _pool(self, upstream: HttpUpstream) -> UpstreamPool:
         pool = self._pools.get(upstream)
@@ -62,12 +65,13 @@ class AlpnSwitch(asyncio.Protocol):
     that offered only h2 (every gRPC library) goes to the relay; one that chose http/1.1 or no
     ALPN at all gets the HTTP/1.1 engine, exactly as on a port without gRPC."""
 
-    __slots__ = ("_router", "_shared", "_target", "_timer")
+    __slots__ = ("_http2", "_router", "_shared", "_target", "_timer")
 
-    def __init__(self, shared: Shared, router: Router[UpstreamPool], target: RelayTarget) -> None:
+    def __init__(self, shared: Shared, router: Router[UpstreamPool], target: RelayTarget | None, *, http2: bool = False) -> None:
         self._shared = shared
         self._router = router
         self._target = target
+        self._http2 = http2
         self._timer: asyncio.TimerHandle | None = shared.watch_handshake(lambda: self._timer is None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,7 +80,14 @@ class AlpnSwitch(asyncio.Protocol):
             self._timer = None
         ssl_object = transport.get_extra_info("ssl_object")
         engine: asyncio.Protocol
-        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+            engine = ClientConnection(self._shared, self._router)
+        elif self._http2 and self._target is not None:
+            shared, router, target = self._shared, self._router, self._target
+            engine = FirstRequest(shared.loop, lambda: H2Server(shared, router, grpc=target), lambda: ClientSide(shared, target))
+        elif self._http2:
+            engine = H2Server(self._shared, self._router)
+        elif self._target is not None:
             engine = ClientSide(self._shared, self._target)
         else:
             engine = ClientConnection(self._shared, self._router)

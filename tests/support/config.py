@@ -80,3 +80,8 @@ def load(directory: Path, config: Table) -> Config:
 def parse(config: Table, base_dir: Path = Path(".")) -> Config:
     """`config` parsed as if it were a file in `base_dir`, without writing one."""
     return parse_config(toml(config), source=str(base_dir / "edge.toml"), base_dir=base_dir)
+
+
+def one_port(grpc_upstream: int) -> Table:
+    """The keys that make the "web" listener serve gRPC on its HTTPS port too."""
+    return {"grpc_upstream": f"{SERVER_IP}:{grpc_upstream}"}

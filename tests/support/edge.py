@@ -46,7 +46,11 @@ class Upload:
         return self.leaf.fingerprint
 
     def body(self, *, ca: bool = True) -> dict[str, Any]:
-        body: dict[str, Any] = {"certificate": self.leaf.cert_pem.decode(), "key": self.leaf.key_pem.decode()}
+        """With `ca=False` the root ends tls.crt instead: a chain must end at a root the edge can find."""
+        certificate = self.leaf.cert_pem
+        if not ca and self.root is not None:
+            certificate += pem(self.root.cert)
+        body: dict[str, Any] = {"certificate": certificate.decode(), "key": self.leaf.key_pem.decode()}
         if ca and self.root is not None:
             body["ca"] = pem(self.root.cert).decode()
         return body

@@ -78,10 +78,11 @@ def kubelet_write(directory: Path, leaf: Leaf, stamp: str) -> None:
     folder.mkdir()
     (folder / "tls.crt").write_bytes(leaf.cert_pem)
     (folder / "tls.key").write_bytes(leaf.key_pem)
+    (folder / "ca.crt").write_bytes(leaf.ca_pem() or b"")
     (directory / "..data_tmp").symlink_to(stamp)
     old = os.readlink(directory / "..data") if (directory / "..data").is_symlink() else None
     os.replace(directory / "..data_tmp", directory / "..data")
-    for name in ("tls.crt", "tls.key"):
+    for name in ("tls.crt", "tls.key", "ca.crt"):
         if not (directory / name).is_symlink():
             (directory / name).symlink_to(f"..data/{name}")
     if old:
@@ -96,7 +97,9 @@ def drop(directory: Path, leaf: Leaf | None, *, key: bytes | None = None, ca: Is
     if key is not None or leaf is not None:
         files.append(("tls.key", key if key is not None else leaf.key_pem))  # type: ignore[union-attr]
     if leaf is not None:
-        files.append(("tls.crt", leaf.cert_pem))
+        # Without ca.crt the root ends tls.crt: a chain must end at a root the edge can find.
+        anchor = pem(leaf.root) if ca is None and leaf.root is not None else b""
+        files.append(("tls.crt", leaf.cert_pem + anchor))
     if ca is not None:
         files.append(("ca.crt", pem(ca.cert)))
     for name, data in files:

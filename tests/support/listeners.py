@@ -8,7 +8,7 @@ Nothing here knows what a test asserts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from proxy.tlsmaterial import TlsObjects, tls_preparer
 from tests.support.config import Table, parse
 from tests.support.grpc_echo import message_options
 from tests.support.pki import SERVER_IP, SERVER_NAME, Pki
-from tests.support.probes import handshake_fingerprint
+from tests.support.probes import free_port, handshake_fingerprint
 
 LOOPBACK_ANY_PORT = f"{SERVER_IP}:0"
 # How long a listener drains when a test leaves it. HTTPS tests end with keep-alive clients
@@ -171,6 +171,26 @@ def running_grpc_listener(
 ) -> AbstractAsyncContextManager[RunningListener]:
     """`running_listener` of a gRPC listener to `upstream` with table `keys`."""
     return running_listener(grpc_relay(upstream, **keys), min_version=min_version, reuse_port=reuse_port, pki=pki)
+
+
+def running_one_port_listener(
+    upstream: int | str, *, min_version: str = "1.2", pki: Pki | None = None, **keys: Any
+) -> AbstractAsyncContextManager[RunningListener]:
+    """`running_listener` of an https listener whose port also relays gRPC (ALPN h2) to
+    `upstream` (a port on 127.0.0.1 or an address); its HTTP route leads to a port nothing
+    listens on. `keys` are table keys (limits, `max_connection_age`, ...)."""
+    target = f"{SERVER_IP}:{upstream}" if isinstance(upstream, int) else upstream
+    table = https(route(free_port()), grpc_upstream=target, **keys)
+    return running_listener(table, min_version=min_version, pki=pki)
+
+
+# Either listener that relays gRPC, for the tests that hold for both: (upstream port or address,
+# table keys) -> a running listener.
+GrpcServing = Callable[..., AbstractAsyncContextManager[RunningListener]]
+GRPC_SERVING: dict[str, GrpcServing] = {
+    "grpc listener": running_grpc_listener,
+    "https listener with grpc_upstream": running_one_port_listener,
+}
 
 
 def client_connection_without_routes(name: str, **limits: Any) -> ClientConnection:

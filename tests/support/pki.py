@@ -103,11 +103,11 @@ class Issuer:
             usages=usages,
         )
         chain: list[x509.Certificate] = []
-        issuer: Issuer | None = self
-        while issuer is not None and issuer.parent is not None:
+        issuer: Issuer = self
+        while issuer.parent is not None:
             chain.append(issuer.cert)
             issuer = issuer.parent
-        return Leaf(certificate, key, tuple(chain))
+        return Leaf(certificate, key, tuple(chain), issuer.cert)
 
 
 @dataclass
@@ -115,6 +115,9 @@ class Leaf:
     certificate: x509.Certificate
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     chain: tuple[x509.Certificate, ...] = ()
+    # The self-signed root the chain leads to. The edge refuses a chain that ends at an issuer
+    # it cannot find (tls.crt, ca.crt, the system's roots), so material gives it as ca.crt.
+    root: x509.Certificate | None = None
 
     @property
     def cert_pem(self) -> bytes:
@@ -129,15 +132,22 @@ class Leaf:
     def fingerprint(self) -> str:
         return self.certificate.fingerprint(hashes.SHA256()).hex()
 
+    def ca_pem(self, ca: Issuer | None = None) -> bytes | None:
+        """ca.crt: the CA given, else the chain's own root."""
+        if ca is not None:
+            return pem(ca.cert)
+        return pem(self.root) if self.root is not None else None
+
     def material(self, ca: Issuer | None = None) -> Material:
-        return Material(self.cert_pem, self.key_pem, pem(ca.cert) if ca else None)
+        return Material(self.cert_pem, self.key_pem, self.ca_pem(ca))
 
     def write(self, directory: Path, ca: Issuer | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "tls.crt").write_bytes(self.cert_pem)
         (directory / "tls.key").write_bytes(self.key_pem)
-        if ca is not None:
-            (directory / "ca.crt").write_bytes(pem(ca.cert))
+        ca_pem = self.ca_pem(ca)
+        if ca_pem is not None:
+            (directory / "ca.crt").write_bytes(ca_pem)
 
 
 def _build(
@@ -162,7 +172,15 @@ def _build(
         .not_valid_before(not_before or NOW - timedelta(days=1))
         .not_valid_after(not_after or NOW + timedelta(days=90))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        # As public CAs issue them; strict path validation (sslyze, webpki) needs both.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()), critical=False)
     )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
+            critical=True,
+        )
     names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -216,3 +234,25 @@ class Pki:
     def write_ca(self, path: Path) -> Path:
         path.write_bytes(self.root_pem)
         return path
+
+
+# DER AlgorithmIdentifiers of equal length: sha256WithRSAEncryption, and what replaces it.
+_RSA_SHA256 = bytes.fromhex("300d06092a864886f70d01010b0500")
+_RSA_WEAK = {"sha1": bytes.fromhex("300d06092a864886f70d0101050500"), "md5": bytes.fromhex("300d06092a864886f70d0101040500")}
+
+
+def resigned_weakly(certificate: x509.Certificate, issuer_key: rsa.RSAPrivateKey, algorithm: str) -> x509.Certificate:
+    """`certificate` (signed by `issuer_key` with SHA-256) signed again with SHA-1 or MD5, as old
+    CAs did. cryptography no longer makes such signatures, so the DER is rewritten: the two
+    AlgorithmIdentifiers have the same length, and so has an RSA signature."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    weak = _RSA_WEAK[algorithm]
+    tbs = certificate.tbs_certificate_bytes
+    weak_tbs = tbs.replace(_RSA_SHA256, weak, 1)
+    hash_algorithm = hashes.SHA1() if algorithm == "sha1" else hashes.MD5()
+    signature = issuer_key.sign(weak_tbs, padding.PKCS1v15(), hash_algorithm)
+    der = certificate.public_bytes(serialization.Encoding.DER).replace(tbs, weak_tbs, 1)
+    head, _, tail = der.rpartition(_RSA_SHA256)  # the outer AlgorithmIdentifier, after the TBS
+    assert tail.endswith(certificate.signature)
+    return x509.load_der_x509_certificate(head + weak + tail[: -len(certificate.signature)] + signature)
