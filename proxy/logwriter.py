@@ -42,8 +42,10 @@ class LineWriter:
     standard error, and the writer carries on: when the destination takes lines again, so does it.
     """
 
-    def __init__(self, path: Path | None = None, *, fd: int = 1, label: str | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, fd: int = 1, label: str | None = None, linger: float = LINGER_SECONDS) -> None:
+        """`linger`: how long the thread gathers lines before a write (0: at once, for rare lines)."""
         self.path = path
+        self._linger = linger
         self.label = label or (str(path) if path is not None else {1: "standard output", 2: "standard error"}.get(fd, f"fd {fd}"))
         self._std_fd = fd
         self._fd = -1
@@ -106,8 +108,8 @@ class LineWriter:
         pending = self._pending
         while True:
             self._wake.wait()
-            if not self._closing:
-                time.sleep(LINGER_SECONDS)
+            if self._linger and not self._closing:
+                time.sleep(self._linger)
             self._wake.clear()
             batch = [pending.popleft() for _ in range(len(pending))]
             dropped, self._dropped = self._dropped, 0
@@ -168,6 +170,6 @@ class LineWriter:
 
 
 def stderr_writer() -> LineWriter:
-    """The writer of the edge's own lines."""
+    """The writer of the edge's own lines: few, so each is written at once, in order."""
     sys.stderr.flush()
-    return LineWriter(fd=2)
+    return LineWriter(fd=2, linger=0)

@@ -64,14 +64,14 @@ def swapped(attempt: Attempt, before: Snapshot | None, after: Snapshot) -> None:
     }
     was = f"version {before.version} ({before.fingerprint})" if before is not None else "nothing"
     log.info(
-        "serving certificate version %d from %s (%s): fingerprint %s, subject %s, expires %s; was %s",
+        "serving certificate version %d from %s: fingerprint %s, subject %s, expires %s; was %s; offered by %s",
         after.version,
         after.source,
-        attempt.describe(),
         after.fingerprint,
         fields["subject"],
         fields["not_after"],
         was,
+        attempt.describe(),
         extra={"fields": fields},
     )
 
