@@ -11,17 +11,14 @@ the h2 calls and the writing.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import deque
 from typing import Protocol
 
 from proxy.connections import Shared
+from proxy.http1.leg import UpstreamLeg
 from proxy.http1.request import Request
-from proxy.http1.upstream import NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool, UpstreamUnreachable
+from proxy.http1.upstream import NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool
 from proxy.http1.wire import HOP_BY_HOP, LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, phrase
-
-log = logging.getLogger("proxy.http")
 
 # Response bytes held per stream while the client's window is shut: past this the upstream is
 # paused, so a slow reader costs at most this much per stream (100 streams at most).
@@ -68,36 +65,25 @@ class H2Link(Protocol):
     def watch_upstream(self) -> None: ...
 
 
-class Stream:
+class Stream(UpstreamLeg):
     """Created when a request head arrives; started after the read that carried it was parsed
     (a stream the client reset in the same read never costs an upstream connection)."""
 
     __slots__ = (
-        "_connecting",
         "_framing",
         "_held",
         "_held_size",
-        "_retried",
-        "_reused",
-        "_sent_at",
         "_unacked",
         "_upstream_full",
         "body_done",
         "body_seen",
-        "conn",
         "discard",
         "end_pending",
         "end_sent",
-        "finished",
-        "head_deadline",
         "link",
         "local_status",
         "out",
         "out_size",
-        "pool",
-        "request",
-        "resp_started",
-        "shared",
         "stream_id",
         "trailers",
     )
@@ -105,33 +91,23 @@ class Stream:
     def __init__(
         self, link: H2Link, shared: Shared, stream_id: int, request: Request, pool: UpstreamPool | None, local_status: int = 0
     ) -> None:
+        super().__init__(shared, request, pool)
         self.link = link
-        self.shared = shared
         self.stream_id = stream_id
-        self.request = request
-        self.pool = pool
         self.local_status = local_status
-        self.conn: UpstreamConnection | None = None
-        self.finished = False
         self.body_done = not request.has_body
         self.body_seen = 0
-        self.resp_started = False
         self.end_pending = False  # the response ended upstream; END_STREAM once `out` is sent
         self.end_sent = False
         self.trailers: Headers | None = None  # never for HTTP/1.1 upstreams: the edge drops theirs
         self.discard = False  # the rest of the request body is not wanted (answered locally)
         self.out: deque[bytes] = deque()  # response bytes waiting for the client's window
         self.out_size = 0
-        self.head_deadline = 0.0
-        self._connecting: asyncio.Task[None] | None = None
-        self._reused = False
-        self._retried = False
         self._held: list[bytes] = []  # request bytes before an upstream connection is bound
         self._held_size = 0
         self._unacked = 0  # request bytes not yet acknowledged to the client (upstream full)
         self._upstream_full = False
         self._framing = NO_BODY
-        self._sent_at = 0.0
 
     # --- driven by the connection --------------------------------------------------------------
 
@@ -141,12 +117,7 @@ class Stream:
         if self.pool is None:
             self._answer_locally(self.local_status)
             return
-        conn = self.pool.take()
-        if conn is None:
-            self._connect()
-        else:
-            self._reused = True
-            self._bind(conn)
+        self._take_or_connect()
 
     def request_body(self, data: bytes, flow_size: int) -> None:
         if self.finished or self.body_done or self.discard:
@@ -186,12 +157,7 @@ class Stream:
             return
         self.finished = True
         self.head_deadline = 0.0
-        if self._connecting is not None:
-            self._connecting.cancel()
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.detach()
-            conn.close()
+        self._drop_upstream()
         self.out.clear()
 
     def window_opened(self) -> None:
@@ -242,19 +208,12 @@ class Stream:
     def on_tunnel_data(self, data: bytes) -> None:
         """Never: no upgrade is asked for over HTTP/2."""
 
-    def on_broken(self, reason: str) -> None:
-        self._fail(502, "upstream_protocol", f"upstream {self._upstream()}: {reason}")
-
     def on_lost(self, exc: Exception | None) -> None:
         conn, self.conn = self.conn, None
         if self.finished or conn is None:
             return
         if not self.resp_started:
-            if self._reused and not conn.got_bytes and not self._retried and self.request.idempotent and not self.request.has_body:
-                self._retried = True  # a pooled connection closed as we reused it
-                self._connect()
-            else:
-                self._fail(502, "upstream_reset", f"upstream {self._upstream()} closed the connection before answering")
+            self._lost_before_answer(conn)
         elif self._framing == UNTIL_CLOSE and not self.end_pending:
             self.end_pending = True
             self.link.send_body(self)
@@ -276,24 +235,6 @@ class Stream:
             self._held.append(data)
             self._held_size += len(data)
 
-    def _connect(self) -> None:
-        assert self.pool is not None
-        self._connecting = self.shared.tasks.spawn(self._connect_and_bind(self.pool), f"connect {self.pool.upstream}")
-
-    async def _connect_and_bind(self, pool: UpstreamPool) -> None:
-        try:
-            conn = await pool.connect()
-        except UpstreamUnreachable as e:
-            self._connecting = None
-            self._fail(502, "upstream_unreachable", f"upstream {pool.upstream} unreachable: {e}")
-            return
-        self._connecting = None
-        if self.finished:
-            conn.close()
-            return
-        self._reused = False
-        self._bind(conn)
-
     def _bind(self, conn: UpstreamConnection) -> None:
         self.conn = conn
         conn.attach(self, head_only=self.request.is_head)
@@ -309,20 +250,6 @@ class Stream:
     def _arm_timer(self) -> None:
         self.head_deadline = self.shared.loop.time() + self.shared.limits.upstream_timeout
         self.link.watch_upstream()
-
-    def head_timed_out(self) -> None:
-        self.head_deadline = 0.0
-        if not self.resp_started and not self.finished:
-            limit = self.shared.limits.upstream_timeout
-            self._fail(504, "upstream_timeout", f"upstream {self._upstream()} sent no response within {limit:g} s")
-
-    def _head_arrived(self) -> None:
-        self.head_deadline = 0.0
-        self.resp_started = True
-        self.shared.tally.latency(self.shared.loop.time() - self._sent_at)
-
-    def _upstream(self) -> str:
-        return str(self.pool.upstream) if self.pool is not None else "?"
 
     def _answer_locally(self, status: int) -> None:
         self.discard = True
@@ -348,15 +275,8 @@ class Stream:
     def _fail(self, status: int, kind: str, why: str) -> None:
         if self.finished:
             return
-        self.head_deadline = 0.0
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.detach()
-            conn.abort()
-        if kind:
-            self.shared.tally.error(kind)
-        if why:
-            log.warning("%s: %s (%d)", self.shared.name, why, status)
+        self._abort_upstream()
+        self._report(status, kind, why)
         if self.resp_started:
             self._abandon()
             return

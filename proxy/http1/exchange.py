@@ -8,14 +8,14 @@ bytes (the client connection does and feeds it), and knows nothing of TLS or rou
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Protocol
 
 from proxy.accesslog import ListenerAccess
 from proxy.connections import Shared
+from proxy.http1.leg import UpstreamLeg
 from proxy.http1.request import LOCAL_REASONS, Request
-from proxy.http1.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool, UpstreamUnreachable
+from proxy.http1.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool
 from proxy.http1.wire import LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, client_response_head, edge_response
 
 log = logging.getLogger("proxy.http")
@@ -105,7 +105,7 @@ class ClientSide(Protocol):
     def abort(self) -> None: ...
 
 
-class Exchange:
+class Exchange(UpstreamLeg):
     """Created when a request head is parsed, started when every earlier exchange on its client
     connection has finished (responses go out in request order), finished exactly once."""
 
@@ -114,46 +114,25 @@ class Exchange:
         "_buffer",
         "_buffered",
         "_close_client",
-        "_connecting",
         "_framing",
         "_out",
         "_rechunk",
         "_resp_done",
-        "_resp_started",
-        "_retried",
-        "_reused",
-        "_sent_at",
         "_tunneling",
         "client",
-        "conn",
-        "finished",
-        "head_deadline",
         "local_status",
         "log",
-        "pool",
-        "request",
-        "shared",
         "started",
     )
 
     def __init__(self, client: ClientSide, shared: Shared, request: Request, pool: UpstreamPool | None, local_status: int = 0) -> None:
+        super().__init__(shared, request, pool)
         self.client = client
-        self.shared = shared
-        self.request = request
-        self.pool = pool
         self.local_status = local_status  # an answer from the edge itself (404, 4xx on bad input)
         self.started = False
-        self.finished = False
-        self.conn: UpstreamConnection | None = None
-        self._connecting: asyncio.Task[None] | None = None
-        self._reused = False
-        self._retried = False
         self._body_done = not request.has_body
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self.head_deadline = 0.0  # when the response head is overdue (504); 0 when not waiting
-        self._sent_at = 0.0
-        self._resp_started = False
         self._resp_done = False
         self._framing = NO_BODY
         self._rechunk = False
@@ -169,12 +148,7 @@ class Exchange:
         if self.pool is None:
             self._answer_locally()
             return
-        conn = self.pool.take()
-        if conn is None:
-            self._connect()
-        else:
-            self._reused = True
-            self._bind(conn)
+        self._take_or_connect()
 
     def request_body(self, data: bytes) -> None:
         if self.log is not None:
@@ -187,7 +161,7 @@ class Exchange:
         if self.request.chunked:
             self._send(LAST_CHUNK)  # trailers are not forwarded
         self._body_done = True
-        if self.conn is not None and not self._resp_started:
+        if self.conn is not None and not self.resp_started:
             self._arm_timer(self.shared.loop.time())
 
     def request_failed(self, status: int) -> None:
@@ -211,15 +185,10 @@ class Exchange:
             if self._tunneling:
                 self._log_end()  # a WebSocket session ends when either side closes
             else:
-                self._log_end(None if self._resp_started else CLIENT_CLOSED, "client_closed")
+                self._log_end(None if self.resp_started else CLIENT_CLOSED, "client_closed")
         self.finished = True
         self._cancel_timer()
-        if self._connecting is not None:
-            self._connecting.cancel()
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.detach()
-            conn.close()  # no orphaned upstream work: the upstream sees the disconnect too
+        self._drop_upstream()
 
     def client_write_paused(self, paused: bool) -> None:
         if self.conn is not None:
@@ -294,9 +263,6 @@ class Exchange:
             self.log.bytes_out += len(data)
         self.client.write(data)
 
-    def on_broken(self, reason: str) -> None:
-        self._fail(502, "upstream_protocol", f"upstream {self._upstream()}: {reason}")
-
     def on_lost(self, exc: Exception | None) -> None:
         conn, self.conn = self.conn, None
         if self.finished or conn is None:
@@ -305,13 +271,8 @@ class Exchange:
             self.finished = True
             self._log_end()
             self.client.close()
-        elif not self._resp_started:
-            if self._reused and not conn.got_bytes and not self._retried and self.request.idempotent and not self.request.has_body:
-                # The upstream closed a pooled connection as we reused it: nothing was processed.
-                self._retried = True
-                self._connect()
-            else:
-                self._fail(502, "upstream_reset", f"upstream {self._upstream()} closed the connection before answering")
+        elif not self.resp_started:
+            self._lost_before_answer(conn)
         elif self._framing == UNTIL_CLOSE and not self._resp_done:
             self.on_end()
             self.after_data()
@@ -340,24 +301,6 @@ class Exchange:
         if self._buffered > BUFFER_HIGH:
             self.client.pause_reading(PAUSE_BUFFER)
 
-    def _connect(self) -> None:
-        assert self.pool is not None
-        self._connecting = self.shared.tasks.spawn(self._connect_and_bind(self.pool), f"connect {self.pool.upstream}")
-
-    async def _connect_and_bind(self, pool: UpstreamPool) -> None:
-        try:
-            conn = await pool.connect()
-        except UpstreamUnreachable as e:
-            self._connecting = None
-            self._fail(502, "upstream_unreachable", f"upstream {pool.upstream} unreachable: {e}")
-            return
-        self._connecting = None
-        if self.finished:
-            conn.close()
-            return
-        self._reused = False
-        self._bind(conn)
-
     def _bind(self, conn: UpstreamConnection) -> None:
         self.conn = conn
         conn.attach(self, head_only=self.request.is_head)
@@ -381,24 +324,10 @@ class Exchange:
     def _cancel_timer(self) -> None:
         self.head_deadline = 0.0
 
-    def head_timed_out(self) -> None:
-        self.head_deadline = 0.0
-        if not self._resp_started and not self.finished:
-            limit = self.shared.limits.upstream_timeout
-            self._fail(504, "upstream_timeout", f"upstream {self._upstream()} sent no response within {limit:g} s")
-
-    def _head_arrived(self) -> None:
-        self.head_deadline = 0.0
-        self._resp_started = True
-        self.shared.tally.latency(self.shared.loop.time() - self._sent_at)
-
     def _must_close(self) -> bool:
         request = self.request
         # A refused upgrade closes too: the client connection stopped parsing at that request.
         return self._close_client or not request.keep_alive or not self._body_done or request.upgrade or self.shared.draining
-
-    def _upstream(self) -> str:
-        return str(self.pool.upstream) if self.pool is not None else "?"
 
     def _answer_locally(self) -> None:
         close = self._must_close()
@@ -411,25 +340,18 @@ class Exchange:
         if entry is not None:
             entry.status, entry.bytes_out = self.local_status, entry.bytes_out + len(response)
             entry.reason = entry.reason or LOCAL_REASONS.get(self.local_status, "refused")
-        self._resp_started = self._resp_done = True
+        self.resp_started = self._resp_done = True
         self._finish()
 
     def _fail(self, status: int, kind: str, why: str) -> None:
         if self.finished:
             return
-        self._cancel_timer()
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.detach()
-            conn.abort()
-        if kind:
-            self.shared.tally.error(kind)
-            if self.log is not None:
-                self.log.reason = kind
-        if why:
-            log.warning("%s: %s (%d)", self.shared.name, why, status)
+        self._abort_upstream()
+        self._report(status, kind, why)
+        if kind and self.log is not None:
+            self.log.reason = kind
         self._out = []
-        if self._resp_started:
+        if self.resp_started:
             self.finished = True
             self._log_end()
             self.client.abort()
