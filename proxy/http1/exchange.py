@@ -8,7 +8,6 @@ bytes (the client connection does and feeds it), and knows nothing of TLS or rou
 
 from __future__ import annotations
 
-import logging
 from typing import Protocol
 
 from proxy.accesslog import ListenerAccess
@@ -17,8 +16,6 @@ from proxy.http1.leg import UpstreamLeg
 from proxy.http1.request import LOCAL_REASONS, Request
 from proxy.http1.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool
 from proxy.http1.wire import LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, client_response_head, edge_response
-
-log = logging.getLogger("proxy.http")
 
 # Why a client connection stops reading; reading resumes when no reason is left.
 PAUSE_UPSTREAM, PAUSE_BUFFER, PAUSE_QUEUE, PAUSE_STOP = 1, 2, 4, 8
