@@ -15,6 +15,7 @@ from proxy.certstore.validate import NamePolicy
 from proxy.demo import DemoUpstreams
 from proxy.tlsmaterial import TlsObjects
 from tests.support.browser import browser_page
+from tests.support.grpc_echo import EchoUpstream, running_upstream
 from tests.support.listeners import GRPC_SERVING, GrpcServing, new_store
 from tests.support.pki import POLICY, SERVER_IP, SERVER_NAME, Issuer, Leaf, Pki, ca_and_leaf
 from tests.support.web import Upstream, upstream
@@ -59,6 +60,13 @@ async def store(pki: Pki) -> CertStore[TlsObjects]:
 async def up() -> AsyncIterator[Upstream]:
     async with upstream() as server:
         yield server
+
+
+@pytest.fixture
+async def grpc_up() -> AsyncIterator[EchoUpstream]:
+    """A real grpcio echo upstream on 127.0.0.1."""
+    async with running_upstream() as echo:
+        yield echo
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 from proxy.accesslog import AccessLog
 from proxy.logwriter import LineWriter
 from tests.support.edge import RunningEdge, new_upload, running_edge
-from tests.support.grpc_echo import EchoUpstream, method, running_upstream
+from tests.support.grpc_echo import EchoUpstream, method
 from tests.support.pki import SERVER_IP, Pki
 from tests.support.probes import WAIT, eventually, free_port
 from tests.support.process import EdgeProcess
@@ -62,12 +62,6 @@ async def lines_where(log_file: Path, count: int = 1, **match: Any) -> list[dict
 
     await eventually(enough, WAIT)
     return found
-
-
-@pytest.fixture
-async def grpc_up() -> AsyncIterator[EchoUpstream]:
-    async with running_upstream() as upstream:
-        yield upstream
 
 
 @pytest.fixture

@@ -19,38 +19,23 @@ import pytest
 from tests.support.browser import browser_page
 from tests.support.config import one_port
 from tests.support.edge import RunningEdge, running_edge
-from tests.support.grpc_echo import EchoUpstream, method, running_upstream
+from tests.support.grpc_echo import EchoUpstream, method
 from tests.support.pki import SERVER_IP, SERVER_NAME, Pki
 from tests.support.probes import H2_PREFACE, WAIT
-from tests.support.web import Upstream, upstream
+from tests.support.web import Upstream
 
 
 @pytest.fixture
-async def grpc_upstream() -> AsyncIterator[EchoUpstream]:
-    async with running_upstream() as echo:
-        yield echo
-
-
-@pytest.fixture
-async def edge(tmp_path: Path, http_upstream: Upstream, grpc_upstream: EchoUpstream) -> AsyncIterator[RunningEdge]:
-    pki = Pki()
-    async with running_edge(
-        tmp_path, pki=pki, http_upstream=http_upstream.port, grpc_upstream=grpc_upstream.port, web=one_port(grpc_upstream.port)
-    ) as running:
+async def edge(tmp_path: Path, up: Upstream, grpc_up: EchoUpstream) -> AsyncIterator[RunningEdge]:
+    async with running_edge(tmp_path, pki=Pki(), http_upstream=up.port, grpc_upstream=grpc_up.port, web=one_port(grpc_up.port)) as running:
         yield running
-
-
-@pytest.fixture
-async def http_upstream() -> AsyncIterator[Upstream]:
-    async with upstream() as serving:
-        yield serving
 
 
 def url(edge: RunningEdge, path: str) -> str:
     return f"https://{SERVER_NAME}:{edge.https_port}{path}"
 
 
-async def test_api_clients_grpc_and_websocket_share_the_https_port(edge: RunningEdge, http_upstream: Upstream) -> None:
+async def test_api_clients_grpc_and_websocket_share_the_https_port(edge: RunningEdge, up: Upstream) -> None:
     assert edge.pki is not None
     context = edge.pki.client_context(None)
     context.set_alpn_protocols(["h2", "http/1.1"])  # what browsers and most HTTP libraries offer
@@ -64,7 +49,7 @@ async def test_api_clients_grpc_and_websocket_share_the_https_port(edge: Running
             assert await channel.unary_unary(method("Unary"))(b"over h2", timeout=WAIT) == b"over h2"
             await websocket.send_str("over http/1.1")
             assert (await websocket.receive(timeout=WAIT)).data == "echo: over http/1.1"
-    assert "/echo-headers/api?x=1" in http_upstream.seen
+    assert "/echo-headers/api?x=1" in up.seen
 
 
 @pytest.mark.parametrize("option", ["--http1.1", "--http2"])
@@ -119,9 +104,9 @@ async def test_an_h2_only_client_that_is_not_grpc_gets_the_grpc_upstreams_answer
         writer.close()
 
 
-async def test_without_grpc_upstream_an_h2_only_client_gets_no_alpn_and_http_1_1(tmp_path: Path, http_upstream: Upstream) -> None:
+async def test_without_grpc_upstream_an_h2_only_client_gets_no_alpn_and_http_1_1(tmp_path: Path, up: Upstream) -> None:
     pki = Pki()
-    async with running_edge(tmp_path, pki=pki, http_upstream=http_upstream.port, grpc_upstream=1) as running:
+    async with running_edge(tmp_path, pki=pki, http_upstream=up.port, grpc_upstream=1) as running:
         context = pki.client_context("h2")
         reader, writer = await asyncio.open_connection(SERVER_IP, running.https_port, ssl=context, server_hostname=SERVER_NAME)
         try:

@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from proxy.certstore.pem import Material
-from tests.support.edge import drop_files, upload_body
+from tests.support.edge import RunningEdge, drop_files, upload_body
 from tests.support.pki import SERVER_IP, SERVER_NAME, Issuer, Pki, new_key, pem, resigned_weakly
-from tests.support.policy import PolicyEdge, python_client, python_handshake, running_edge
+from tests.support.policy import python_client, python_handshake, running_edge
 from tests.support.probes import eventually, handshake_fingerprint
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ KINDS = [
 ]
 
 
-async def _all_handshakes_serve(running: PolicyEdge, fingerprint: str) -> None:
+async def _all_handshakes_serve(running: RunningEdge, fingerprint: str) -> None:
     """A fresh, verifying handshake on every listener shows `fingerprint`, in TLS 1.3 and 1.2."""
     for name, port in running.ports.items():
         alpn = "h2" if name == "grpc" else "http/1.1"
@@ -109,7 +109,7 @@ async def test_each_unservable_kind_is_refused_by_drop_and_upload_and_every_hand
         await _all_handshakes_serve(running, good.fingerprint)
 
 
-async def _served(running: PolicyEdge, fingerprint: str) -> bool:
+async def _served(running: RunningEdge, fingerprint: str) -> bool:
     return running.serving_fingerprint == fingerprint
 
 

@@ -238,6 +238,11 @@ class RunningEdge:
         return self.edge.listeners["grpc"].port
 
     @property
+    def ports(self) -> dict[str, int]:
+        """Listener name -> port, of the two TLS listeners."""
+        return {"web": self.https_port, "grpc": self.grpc_port}
+
+    @property
     def cert_dir(self) -> Path:
         return self.edge.config.tls.cert_dir
 
@@ -270,19 +275,28 @@ async def running_edge(
     grpc_upstream: int,
     pki: Pki | None = None,
     first: Leaf | None = None,
+    material: Material | None = None,
     watch: str = "events",
     server: Table | None = None,
+    tls: Table | None = None,
     log: Table | None = None,
     web: Table | None = None,
     listeners: list[Table] | None = None,
 ) -> AsyncIterator[RunningEdge]:
-    """The Edge on `base` (edge.toml, certs/, state/). With `pki` it serves `first` (dropped
-    before the start) or a fresh leaf of `pki`; without, the self-signed default. `log`, `web`
-    and `listeners` as in `tests.support.config.edge_config`."""
+    """The Edge on `base` (edge.toml, certs/, state/). With `pki` it serves `material`, or
+    `first`, or a fresh leaf of `pki` (dropped before the start); without, the self-signed
+    default. `server`, `tls`, `log`, `web` and `listeners` as in `tests.support.config.edge_config`."""
     if pki is not None:
-        drop_files(base / "certs", pki.material(first))
+        drop_files(base / "certs", material or pki.material(first))
     config = edge_config(
-        http_upstream=http_upstream, grpc_upstream=grpc_upstream, watch=watch, server=server, log=log, web=web, listeners=listeners
+        http_upstream=http_upstream,
+        grpc_upstream=grpc_upstream,
+        watch=watch,
+        server=server,
+        tls=tls,
+        log=log,
+        web=web,
+        listeners=listeners,
     )
     edge = Edge(load(base, config))
     await edge.start()

@@ -16,34 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from proxy import openssl
-from proxy.app import Edge
 from proxy.certstore.pem import Material
 from proxy.config import Config
-from tests.support.config import edge_config, load, parse
-from tests.support.edge import Admin, drop_files
+from tests.support.config import edge_config, parse
+from tests.support.edge import RunningEdge
+from tests.support.edge import running_edge as edge_running
 from tests.support.grpc_echo import running_upstream
 from tests.support.pki import SERVER_IP, SERVER_NAME, Pki
 from tests.support.web import upstream
 
 OPENSSL = shutil.which("openssl")
-
-
-@dataclass
-class PolicyEdge:
-    edge: Edge
-    admin: Admin
-    pki: Pki
-
-    @property
-    def ports(self) -> dict[str, int]:
-        return {"web": self.edge.listeners["web"].port, "grpc": self.edge.listeners["grpc"].port}
-
-    @property
-    def serving_fingerprint(self) -> str:
-        return self.edge.store.current.snapshot.fingerprint
 
 
 def policy_config(policy: str, base: Path, *, http_upstream: int = 1, grpc_upstream: int = 2, min_version: str = "1.2") -> Config:
@@ -57,21 +40,20 @@ def policy_table(policy: str, *, http_upstream: int = 1, grpc_upstream: int = 2,
 
 
 @asynccontextmanager
-async def running_edge(base: Path, policy: str, *, min_version: str = "1.2", material: Material | None = None) -> AsyncIterator[PolicyEdge]:
-    """The edge under `policy`, serving `material` or a fresh leaf of a new PKI (root as ca.crt)."""
-    pki = Pki("Policy")
-    drop_files(base / "certs", material or pki.material())
-    async with upstream() as http, running_upstream() as grpc_upstream:
-        table = policy_table(policy, http_upstream=http.port, grpc_upstream=grpc_upstream.port, min_version=min_version)
-        edge = Edge(load(base, table))
-        await edge.start()
-        try:
-            assert edge.admin is not None
-            token = edge.config.admin.token_file.read_text().strip()
-            async with aiohttp.ClientSession() as session:
-                yield PolicyEdge(edge, Admin(edge.admin, edge.service, token, session), pki)  # type: ignore[arg-type]
-        finally:
-            await edge.stop(0)
+async def running_edge(
+    base: Path, policy: str, *, min_version: str = "1.2", material: Material | None = None
+) -> AsyncIterator[RunningEdge]:
+    """The whole edge (`tests.support.edge.running_edge`) under `policy`, with real upstreams,
+    serving `material` or a fresh leaf of a new PKI (root as ca.crt)."""
+    tls = {"policy": policy, "min_version": min_version}
+    async with (
+        upstream() as http,
+        running_upstream() as grpc_upstream,
+        edge_running(
+            base, http_upstream=http.port, grpc_upstream=grpc_upstream.port, pki=Pki("Policy"), material=material, tls=tls
+        ) as edge,
+    ):
+        yield edge
 
 
 @dataclass(frozen=True)
