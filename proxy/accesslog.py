@@ -183,3 +183,71 @@ class ListenerAccess:
         if reason is not None:
             parts.append(f"reason={reason}")
         self._write((" ".join(parts) + "\n").encode("utf-8", "backslashreplace"))
+
+
+# A request whose client left before it was answered, as nginx logs it.
+CLIENT_CLOSED = 499
+
+
+class AccessEntry:
+    """What one request's access log line needs, gathered while it runs by the engine that
+    answers it. Made only while the access log is on; mutable, owned by one request."""
+
+    __slots__ = (
+        "access",
+        "began",
+        "bytes_in",
+        "bytes_out",
+        "client",
+        "host",
+        "method",
+        "path",
+        "protocol",
+        "reason",
+        "status",
+        "tls_version",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        access: ListenerAccess,
+        client: str,
+        tls_version: str | None,
+        method: str | None,
+        host: str | None,
+        path: str | None,
+        began: float,
+        bytes_in: int,
+        upstream: str | None,
+        protocol: str = "HTTP/1.1",
+    ) -> None:
+        self.access = access
+        self.protocol = protocol
+        self.client = client
+        self.tls_version = tls_version
+        self.method = method
+        self.host = host
+        self.path = path
+        self.began = began
+        self.bytes_in = bytes_in
+        self.bytes_out = 0
+        self.status = 0
+        self.reason: str | None = None
+        self.upstream = upstream
+
+    def write(self, status: int | str | None = None, reason: str | None = None) -> None:
+        self.access.request(
+            self.protocol,
+            self.client,
+            self.tls_version,
+            self.method,
+            self.host,
+            self.path,
+            self.status if status is None else status,
+            self.bytes_in,
+            self.bytes_out,
+            self.began,
+            self.upstream,
+            self.reason if reason is None else reason,
+        )

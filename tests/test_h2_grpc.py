@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from tests.support.grpc_echo import GRPC_UNARY, method, running_upstream
-from tests.support.h2client import H2Client
+from tests.support.h2client import GRPC_HEADERS, H2Client, grpc_message
 from tests.support.listeners import https, route, running_listener
 from tests.support.pki import SERVER_IP
 from tests.support.probes import eventually, free_port
@@ -49,13 +49,6 @@ async def test_grpcio_without_grpc_upstream_gets_unimplemented() -> None:
             await channel.unary_unary(GRPC_UNARY)(b"hello", timeout=10)
     assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert web.seen == []
-
-
-def grpc_message(payload: bytes) -> bytes:
-    return b"\x00" + len(payload).to_bytes(4, "big") + payload
-
-
-GRPC_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
 
 
 async def test_grpc_calls_after_http_requests_on_one_connection_reach_grpc_upstream() -> None:

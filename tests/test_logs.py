@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import grpc
@@ -22,7 +23,8 @@ from proxy.accesslog import AccessLog
 from proxy.logwriter import LineWriter
 from tests.support.edge import RunningEdge, new_upload, running_edge
 from tests.support.grpc_echo import EchoUpstream, method
-from tests.support.pki import SERVER_IP, Pki
+from tests.support.h2client import GRPC_HEADERS, H2Client, curl, curl_available, grpc_message
+from tests.support.pki import SERVER_IP, SERVER_NAME, Pki
 from tests.support.probes import WAIT, eventually, free_port
 from tests.support.process import EdgeProcess
 from tests.support.web import Upstream
@@ -346,3 +348,55 @@ async def test_sigusr1_reopens_the_access_file_and_edge_lines_are_json(tmp_path:
     [start] = [x for x in edge_lines if x.get("event") == "certificate_swapped"]
     assert start["source"] == "start" and start["new_version"] == 1
     assert any(x.get("event") == "certificate_expiry" and x["level"] == "warning" for x in edge_lines)
+
+
+async def test_http2_requests_get_one_line_each_with_protocol_http2(tmp_path: Path, up: Upstream) -> None:
+    if not curl_available():
+        pytest.skip("curl is not installed")
+    pki = Pki()
+    web = {"http2": True, "routes": [{"path_prefix": "/dead/", "upstream": f"http://{SERVER_IP}:{free_port()}"}]}
+    log = {"access": "json", "access_file": "access.log"}
+    async with running_edge(tmp_path / "edge", http_upstream=up.port, grpc_upstream=1, pki=pki, log=log, web=web) as edge:
+        assert await curl(edge.https_port, pki, tmp_path, "/echo-headers/h2?q=1", "--data-binary", "x" * 500) == ("2 200", ANY)
+        version, _ = await curl(edge.https_port, pki, tmp_path, "/dead/h2")
+        assert version == "2 502"
+        [ok] = await lines_where(access_file(edge), path="/echo-headers/h2?q=1")
+        [failed] = await lines_where(access_file(edge), path="/dead/h2")
+        port = edge.https_port
+    assert set(REQUIRED) <= set(ok)
+    assert (ok["protocol"], ok["method"], ok["status"]) == ("HTTP/2", "POST", 200)
+    assert ok["host"] == f"{SERVER_NAME}:{port}"
+    assert ok["bytes_in"] >= 500 and ok["bytes_out"] > 0 and ok["tls_version"] == "TLSv1.3" and "reason" not in ok
+    assert ok["upstream"] == f"http://{SERVER_IP}:{up.port}"
+    assert (failed["protocol"], failed["status"], failed["reason"]) == ("HTTP/2", 502, "upstream_unreachable")
+
+
+async def test_grpc_calls_the_http2_engine_answers_get_a_grpc_line_with_the_status_name(tmp_path: Path, up: Upstream) -> None:
+    pki = Pki()
+    log = {"access": "json", "access_file": "access.log"}
+    async with running_edge(tmp_path, http_upstream=up.port, grpc_upstream=1, pki=pki, log=log, web={"http2": True}) as edge:
+        async with pki.grpc_channel(edge.https_port) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await channel.unary_unary(method("Unary"))(b"x", timeout=WAIT)
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        [line] = await lines_where(access_file(edge), protocol="gRPC")
+    assert (line["method"], line["path"], line["status"], line["reason"]) == ("POST", method("Unary"), "UNIMPLEMENTED", "no_grpc_upstream")
+
+
+async def test_grpc_calls_decoded_by_the_http2_engine_get_one_grpc_line_each(tmp_path: Path, up: Upstream, grpc_up: EchoUpstream) -> None:
+    """A connection that began with an HTTP/2 request: its gRPC calls are decoded by the edge,
+    so each gets a line of its own with the grpc-status name."""
+    pki = Pki()
+    log = {"access": "json", "access_file": "access.log"}
+    web = {"http2": True, "grpc_upstream": f"{SERVER_IP}:{grpc_up.port}"}
+    async with running_edge(tmp_path, http_upstream=up.port, grpc_upstream=grpc_up.port, pki=pki, log=log, web=web) as edge:
+        client = await H2Client.connect(edge.https_port, pki)
+        assert (await client.answer(client.request("/echo-headers/first"))).status == 200
+        ok = client.request(method("Unary"), "POST", GRPC_HEADERS, body=grpc_message(b"hi"))
+        failing = client.request(method("Fail"), "POST", GRPC_HEADERS, body=grpc_message(b"it"))
+        for sid in (ok, failing):
+            await client.answer(sid)
+        await client.close()
+        lines = await lines_where(access_file(edge), protocol="gRPC", count=2)
+    assert {line["path"]: line["status"] for line in lines} == {method("Unary"): "OK", method("Fail"): "NOT_FOUND"}
+    assert all(line["upstream"] == f"{SERVER_IP}:{grpc_up.port}" and line["bytes_in"] > 0 for line in lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import cast
 
 from h2.config import H2Configuration
@@ -33,6 +34,7 @@ from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
+from proxy.accesslog import AccessEntry, ListenerAccess
 from proxy.connections import Shared
 from proxy.h2.grpc import GrpcCall, GrpcUpstreamLink
 from proxy.h2.request import interpret_h2, is_grpc
@@ -75,6 +77,7 @@ class H2Server(asyncio.Protocol):
 
     __slots__ = (
         "_blocked",
+        "_client",
         "_client_ip",
         "_closed",
         "_control",
@@ -92,6 +95,7 @@ class H2Server(asyncio.Protocol):
         "_starting",
         "_streams",
         "_timer",
+        "_tls_version",
         "_window_start",
         "_writing_paused",
         "transport",
@@ -109,6 +113,8 @@ class H2Server(asyncio.Protocol):
         self._starting: list[Answering] = []
         self._blocked: dict[Answering, float] = {}  # streams waiting for the client's window, since
         self._client_ip = b""
+        self._client = ""  # for access log lines
+        self._tls_version: str | None = None
         self._closed = False
         self._flush_pending = False
         self._going_away = False
@@ -133,6 +139,10 @@ class H2Server(asyncio.Protocol):
         shared.opened(self)
         peer = transport.get_extra_info("peername")
         self._client_ip = str(peer[0]).encode() if peer else b"unknown"
+        if shared.access is not None:
+            self._client = str(peer[0]) if peer else "unknown"
+            ssl_object = transport.get_extra_info("ssl_object")
+            self._tls_version = ssl_object.version() if ssl_object is not None else None
         h2 = self._h2
         h2.local_settings = Settings(
             client=False,
@@ -350,6 +360,8 @@ class H2Server(asyncio.Protocol):
         if is_grpc(headers):
             if self._grpc is None:
                 self.send_head(sid, _GRPC_UNIMPLEMENTED, True)
+                if shared.access is not None:
+                    self._access_entry(shared.access, headers, None, "gRPC").write("UNIMPLEMENTED", "no_grpc_upstream")
                 if not end_stream:
                     self.reset(sid, ErrorCodes.NO_ERROR)
                 shared.tally.request(200)
@@ -357,6 +369,8 @@ class H2Server(asyncio.Protocol):
             if self._grpc_link is None:
                 self._grpc_link = GrpcUpstreamLink(shared, self._grpc)
             call = GrpcCall(self, shared, sid, headers, end_stream, self._grpc_link)
+            if shared.access is not None:
+                call.log = self._access_entry(shared.access, headers, str(self._grpc.upstream), "gRPC")
             self._streams[sid] = call
             self._starting.append(call)
             return
@@ -370,10 +384,30 @@ class H2Server(asyncio.Protocol):
                 self.reset(sid, ErrorCodes.PROTOCOL_ERROR)
                 return
             stream = Stream(self, shared, sid, _NO_REQUEST, None, e.status)
+            pool = None
         else:
             stream = Stream(self, shared, sid, request, pool, 0 if pool is not None else 404)
+        if shared.access is not None:
+            stream.log = self._access_entry(shared.access, headers, pool.label if pool is not None else None)
         self._streams[sid] = stream
         self._starting.append(stream)
+
+    def _access_entry(self, access: ListenerAccess, headers: Headers, upstream: str | None, protocol: str = "HTTP/2") -> AccessEntry:
+        """The access log's record of a request (or gRPC call) whose head just arrived."""
+        fields = {name: value for name, value in headers if name[:1] == b":"}
+        method, authority, path = fields.get(b":method"), fields.get(b":authority"), fields.get(b":path")
+        return AccessEntry(
+            access,
+            self._client,
+            self._tls_version,
+            method.decode("latin-1") if method else None,
+            authority.decode("latin-1") if authority else None,
+            path.decode("utf-8", "backslashreplace") if path else None,
+            time.monotonic(),
+            sum(len(name) + len(value) for name, value in headers),
+            upstream,
+            protocol,
+        )
 
     def _data(self, event: DataReceived) -> None:
         sid = event.stream_id

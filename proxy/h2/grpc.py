@@ -30,6 +30,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error
 
+from proxy.accesslog import AccessEntry
 from proxy.connections import Shared
 from proxy.http1.wire import Headers
 
@@ -66,6 +67,7 @@ class GrpcCall:
         "head_deadline",
         "headers",
         "link",
+        "log",
         "out",
         "out_size",
         "resp_started",
@@ -97,6 +99,7 @@ class GrpcCall:
         self._pending: deque[tuple[bytes, int]] = deque()  # request bytes (and their flow size) for upstream
         self._request_done = end_stream
         self._unacked_up = 0
+        self.log: AccessEntry | None = None  # set by the connection while the access log is on
 
     # --- driven by the client's connection -----------------------------------------------------
 
@@ -105,6 +108,8 @@ class GrpcCall:
             self.upstream.open(self)
 
     def request_body(self, data: bytes, flow_size: int) -> None:
+        if self.log is not None:
+            self.log.bytes_in += len(data)
         if self.finished:
             self.link.acknowledge(self.stream_id, flow_size)
             return
@@ -117,6 +122,7 @@ class GrpcCall:
 
     def client_reset(self) -> None:
         if not self.finished:
+            self._log_end("CANCELLED", "client_closed")
             self.finished = True
             self.out.clear()
             self.upstream.cancel(self)
@@ -134,8 +140,15 @@ class GrpcCall:
 
     def sent_all(self) -> None:
         if not self.finished:
+            self._log_end(grpc_status_name(self.trailers))
             self.finished = True
             self.link.stream_done(self)
+
+    def _log_end(self, status: str, reason: str | None = None) -> None:
+        """Write this call's access log line (once; nothing when the log is off)."""
+        entry, self.log = self.log, None
+        if entry is not None:
+            entry.write(status, reason)
 
     # --- driven by the upstream link ------------------------------------------------------------
 
@@ -154,6 +167,7 @@ class GrpcCall:
         self.shared.tally.request(200)
         self.link.send_head(self.stream_id, headers, end_stream)
         if end_stream:  # trailers-only
+            self.trailers = headers
             self.end_pending = self.end_sent = True
             self.sent_all()
 
@@ -163,6 +177,8 @@ class GrpcCall:
             return
         self.out.append(data)
         self.out_size += len(data)
+        if self.log is not None:
+            self.log.bytes_out += len(data)
         if self.out_size <= CALL_BUFFER_HIGH:
             self.upstream.acknowledge(self, flow_size)
         else:
@@ -180,6 +196,7 @@ class GrpcCall:
 
     def on_reset(self, code: int) -> None:
         if not self.finished:
+            self._log_end("INTERNAL" if self.resp_started else "UNAVAILABLE", "upstream_reset")
             self.finished = True
             self.out.clear()
             self.link.reset(self.stream_id, code)
@@ -194,6 +211,7 @@ class GrpcCall:
             return
         self.shared.tally.request(200)
         self.link.send_head(self.stream_id, UNAVAILABLE, True)
+        self._log_end("UNAVAILABLE", "upstream_unreachable")
         self.finished = self.end_pending = self.end_sent = True
         if not self._request_done:
             self.link.reset(self.stream_id, ErrorCodes.NO_ERROR)
@@ -364,3 +382,19 @@ class GrpcUpstreamLink(asyncio.Protocol):
         data = self._h2.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+
+# grpc-status codes by number (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+GRPC_STATUS_NAMES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)  # fmt: skip
+
+
+def grpc_status_name(trailers: Headers | None) -> str:
+    """The name of the call's grpc-status, as the access log writes it; UNKNOWN when it has none."""
+    for name, value in trailers or ():
+        if name == b"grpc-status" and value.isdigit() and int(value) < len(GRPC_STATUS_NAMES):
+            return GRPC_STATUS_NAMES[int(value)]
+    return "UNKNOWN"

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
+from proxy.accesslog import CLIENT_CLOSED, AccessEntry
 from proxy.connections import Shared
 from proxy.http1.leg import UpstreamLeg
-from proxy.http1.request import Request
+from proxy.http1.request import LOCAL_REASONS, Request
 from proxy.http1.upstream import NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool
 from proxy.http1.wire import HOP_BY_HOP, LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, phrase
 
@@ -82,6 +83,7 @@ class Stream(UpstreamLeg):
         "end_sent",
         "link",
         "local_status",
+        "log",
         "out",
         "out_size",
         "stream_id",
@@ -108,6 +110,7 @@ class Stream(UpstreamLeg):
         self._unacked = 0  # request bytes not yet acknowledged to the client (upstream full)
         self._upstream_full = False
         self._framing = NO_BODY
+        self.log: AccessEntry | None = None  # set by the connection while the access log is on
 
     # --- driven by the connection --------------------------------------------------------------
 
@@ -120,6 +123,8 @@ class Stream(UpstreamLeg):
         self._take_or_connect()
 
     def request_body(self, data: bytes, flow_size: int) -> None:
+        if self.log is not None:
+            self.log.bytes_in += len(data)
         if self.finished or self.body_done or self.discard:
             self.link.acknowledge(self.stream_id, flow_size)
             return
@@ -155,6 +160,7 @@ class Stream(UpstreamLeg):
         """The client reset the stream (RST_STREAM, or the connection is gone)."""
         if self.finished:
             return
+        self._log_end(None if self.resp_started else CLIENT_CLOSED, "client_closed")
         self.finished = True
         self.head_deadline = 0.0
         self._drop_upstream()
@@ -182,6 +188,8 @@ class Stream(UpstreamLeg):
         end = framing == NO_BODY
         self.link.send_head(self.stream_id, h2_headers, end)
         self.shared.tally.request(status)
+        if self.log is not None:
+            self.log.status = status
         if end:
             self.end_pending = self.end_sent = True
 
@@ -189,6 +197,8 @@ class Stream(UpstreamLeg):
         if data:
             self.out.append(data)
             self.out_size += len(data)
+            if self.log is not None:
+                self.log.bytes_out += len(data)
 
     def on_end(self) -> None:
         if self._framing != NO_BODY:
@@ -261,6 +271,10 @@ class Stream(UpstreamLeg):
         ]
         self.resp_started = True
         self.shared.tally.request(status)
+        entry = self.log
+        if entry is not None:
+            entry.status, entry.bytes_out = status, entry.bytes_out + (0 if self.request.is_head else len(body))
+            entry.reason = entry.reason or LOCAL_REASONS.get(status, "refused")
         if self.request.is_head:
             self.link.send_head(self.stream_id, headers, True)
             self.end_pending = self.end_sent = True
@@ -277,6 +291,8 @@ class Stream(UpstreamLeg):
             return
         self._abort_upstream()
         self._report(status, kind, why)
+        if kind and self.log is not None:
+            self.log.reason = kind
         if self.resp_started:
             self._abandon()
             return
@@ -287,12 +303,20 @@ class Stream(UpstreamLeg):
         self._answer_locally(status)
 
     def _abandon(self) -> None:
+        self._log_end(reason="upstream_truncated")
         self.finished = True
         self.out.clear()
         self.link.reset(self.stream_id, 2)  # INTERNAL_ERROR: the response is incomplete
         self.link.stream_done(self)
 
+    def _log_end(self, status: int | None = None, reason: str | None = None) -> None:
+        """Write this stream's access log line (once; nothing when the log is off)."""
+        entry, self.log = self.log, None
+        if entry is not None:
+            entry.write(status, reason)
+
     def _finish(self) -> None:
+        self._log_end()
         self.finished = True
         self.head_deadline = 0.0
         conn, self.conn = self.conn, None

@@ -16,8 +16,9 @@ from typing import cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from proxy.accesslog import AccessEntry
 from proxy.connections import Shared
-from proxy.http1.exchange import PAUSE_QUEUE, PAUSE_STOP, AccessEntry, Exchange
+from proxy.http1.exchange import PAUSE_QUEUE, PAUSE_STOP, Exchange
 from proxy.http1.request import HeadLimit, Refused, Request, interpret
 from proxy.http1.routing import Router
 from proxy.http1.upstream import UpstreamPool

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from proxy.accesslog import ListenerAccess
+from proxy.accesslog import CLIENT_CLOSED, AccessEntry
 from proxy.connections import Shared
 from proxy.http1.leg import UpstreamLeg
 from proxy.http1.request import LOCAL_REASONS, Request
@@ -22,69 +22,6 @@ PAUSE_UPSTREAM, PAUSE_BUFFER, PAUSE_QUEUE, PAUSE_STOP = 1, 2, 4, 8
 # Request bytes held while no upstream connection is bound yet (connecting, or queued behind a
 # pipelined request): past this the client is paused, so a body is never buffered whole.
 BUFFER_HIGH = 64 * 1024
-# A request whose client left before it was answered, as nginx logs it.
-CLIENT_CLOSED = 499
-
-
-class AccessEntry:
-    """What one request's access log line needs, gathered while it runs. Made only while the
-    access log is on; mutable, and private to the HTTP/1.1 engine."""
-
-    __slots__ = (
-        "access",
-        "began",
-        "bytes_in",
-        "bytes_out",
-        "client",
-        "host",
-        "method",
-        "path",
-        "reason",
-        "status",
-        "tls_version",
-        "upstream",
-    )
-
-    def __init__(
-        self,
-        access: ListenerAccess,
-        client: str,
-        tls_version: str | None,
-        method: str | None,
-        host: str | None,
-        path: str | None,
-        began: float,
-        bytes_in: int,
-        upstream: str | None,
-    ) -> None:
-        self.access = access
-        self.client = client
-        self.tls_version = tls_version
-        self.method = method
-        self.host = host
-        self.path = path
-        self.began = began
-        self.bytes_in = bytes_in
-        self.bytes_out = 0
-        self.status = 0
-        self.reason: str | None = None
-        self.upstream = upstream
-
-    def write(self, status: int | None = None, reason: str | None = None) -> None:
-        self.access.request(
-            "HTTP/1.1",
-            self.client,
-            self.tls_version,
-            self.method,
-            self.host,
-            self.path,
-            self.status if status is None else status,
-            self.bytes_in,
-            self.bytes_out,
-            self.began,
-            self.upstream,
-            self.reason if reason is None else reason,
-        )
 
 
 class ClientSide(Protocol):

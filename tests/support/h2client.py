@@ -31,6 +31,14 @@ from tests.support.pki import SERVER_IP, SERVER_NAME, Pki
 Headers = list[tuple[str, str]]
 
 
+# What a gRPC client sends with each call, and one length-prefixed gRPC message (no compression).
+GRPC_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
+
+
+def grpc_message(payload: bytes) -> bytes:
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
 def curl_available() -> bool:
     return shutil.which("curl") is not None
 
