@@ -75,7 +75,9 @@ def write_material(work: Path) -> Path:
     return work / "ca.pem"
 
 
-def edge_config(work: Path, ports: Ports) -> Path:
+def write_edge_config(work: Path, admin_port: int, listeners: str) -> Path:
+    """work/edge.toml: one process, the material write_material made, no watcher, the admin API
+    on `admin_port`, and `listeners` ([[listeners]] tables as TOML)."""
     path = work / "edge.toml"
     path.write_text(f"""
 [server]
@@ -90,9 +92,17 @@ ip_addresses = ["127.0.0.1"]
 watch = "off"
 
 [admin]
-listen = "127.0.0.1:{ports.admin}"
+listen = "127.0.0.1:{admin_port}"
 token_file = "state/admin.token"
+{listeners}""")
+    return path
 
+
+def edge_config(work: Path, ports: Ports) -> Path:
+    return write_edge_config(
+        work,
+        ports.admin,
+        f"""
 [[listeners]]
 name = "relay-echo"
 protocol = "grpc"
@@ -118,8 +128,8 @@ protocol = "https"
 listen = "127.0.0.1:{ports.one_port_canned}"
 upstream = "http://127.0.0.1:{ports.canned_upstream}"
 grpc_upstream = "127.0.0.1:{ports.canned_upstream}"
-""")
-    return path
+""",
+    )
 
 
 def _nginx_main(work: Path, name: str, servers: str) -> Path:

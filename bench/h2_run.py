@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpc_run import Processes, _nginx_main, cpu_seconds, workdir, write_material
+from grpc_run import Processes, _nginx_main, cpu_seconds, workdir, write_edge_config, write_material
 from ports import free_ports
 
 BENCH = Path(__file__).resolve().parent
@@ -45,31 +45,18 @@ def pinned(argv: list[str], cores: str) -> list[str]:
 
 
 def edge_config(work: Path, ports: Ports) -> Path:
-    path = work / "edge.toml"
-    path.write_text(f"""
-[server]
-workers = 1
-drain_seconds = 1
-
-[tls]
-cert_dir = "certs"
-state_dir = "state"
-server_name = "edge.example"
-ip_addresses = ["127.0.0.1"]
-watch = "off"
-
-[admin]
-listen = "127.0.0.1:{ports.admin}"
-token_file = "state/admin.token"
-
+    return write_edge_config(
+        work,
+        ports.admin,
+        f"""
 [[listeners]]
 name = "web"
 protocol = "https"
 listen = "127.0.0.1:{ports.edge}"
 upstream = "http://127.0.0.1:{ports.upstream}"
 http2 = true
-""")
-    return path
+""",
+    )
 
 
 def nginx_configs(work: Path, ports: Ports) -> tuple[Path, Path]:
