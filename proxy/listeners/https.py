@@ -1,5 +1,5 @@
 """The HTTPS listener: TLS with the current certificate, then HTTP/1.1 to the routes' upstreams;
-with a `grpc_upstream`, HTTP/2 connections on the same port are relayed there.
+with `http2 = true`, HTTP/2 too; with a `grpc_upstream`, gRPC on the same port goes there.
 
 Owns the listener's TLS policy context (through `proxy.tlsmaterial`), its upstream pools and
 router, and which engine takes a connection: ALPN decides at the handshake, before a byte of
@@ -61,9 +61,11 @@ class HttpsListener(TlsListener):
 
 class AlpnSwitch(asyncio.Protocol):
     """A connection on a port that speaks HTTP/1.1 and HTTP/2: once the handshake has chosen the
-    protocol, the connection goes to that engine and this object is gone from its path. A client
-    that offered only h2 (every gRPC library) goes to the relay; one that chose http/1.1 or no
-    ALPN at all gets the HTTP/1.1 engine, exactly as on a port without gRPC."""
+    protocol, the connection goes to that engine and this object is gone from its path. One that
+    chose http/1.1 or no ALPN at all gets the HTTP/1.1 engine, exactly as on a plain port. One that
+    chose h2 gets the HTTP/2 engine with `http2 = true` (handed to the relay instead when its first
+    request is gRPC and there is a `grpc_upstream`), else the relay to `grpc_upstream` (a client
+    offering only h2: every gRPC library)."""
 
     __slots__ = ("_http2", "_router", "_shared", "_target", "_timer")
 
