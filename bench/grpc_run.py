@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,8 @@ def write_material(work: Path) -> Path:
     certs.mkdir()
     (certs / "tls.crt").write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
     (certs / "tls.key").write_bytes(leaf.private_key_pem.bytes())
+    # The root as ca.crt: the edge refuses a chain that ends short of a root it can see.
+    (certs / "ca.crt").write_bytes(ca.cert_pem.bytes())
     (work / "ca.pem").write_bytes(ca.cert_pem.bytes())
     return work / "ca.pem"
 
@@ -316,13 +318,18 @@ def workdir() -> Iterator[Path]:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def main() -> int:
+def run_in_workdir(run: Callable[[Path, Processes], int]) -> int:
+    """`run` in a fresh work directory; every process it started is stopped afterwards."""
     processes = Processes()
     with workdir() as work:
         try:
             return run(work, processes)
         finally:
             processes.stop_all()
+
+
+def main() -> int:
+    return run_in_workdir(run)
 
 
 def run(work: Path, processes: Processes) -> int:

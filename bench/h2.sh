@@ -4,22 +4,6 @@
 # server on uvloop answering itself, in one run. Installs nginx and h2load when missing (Debian
 # packages). Everything runs on 127.0.0.1; h2_run.py stops only the processes it started.
 # Knobs (environment): DURATION=10 WARM_UP=2 CONNECTIONS=16 STREAMS=10 ROUNDS=2; KEEP_WORK=1 keeps the logs.
-# Runs under `flock /tmp/edge-bench.lock` so that benchmarks never overlap; a caller that already
-# holds the lock sets EDGE_BENCH_LOCKED=1.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-if [ -z "${EDGE_BENCH_LOCKED:-}" ]; then
-    EDGE_BENCH_LOCKED=1 exec flock /tmp/edge-bench.lock "$0" "$@"
-fi
-
-if ! command -v nginx >/dev/null || ! command -v h2load >/dev/null; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx nghttp2-client >/dev/null
-fi
-
-PYTHON="${PYTHON:-.venv/bin/python}"
-[ -x "$PYTHON" ] || { echo "run 'make test' (or create .venv with '.[test]') first: $PYTHON is missing" >&2; exit 2; }
-exec "$PYTHON" bench/h2_run.py
+# Runs under `flock /tmp/edge-bench.lock` (bench/h2load_driver.sh) so that benchmarks never
+# overlap; a caller that already holds the lock sets EDGE_BENCH_LOCKED=1.
+exec bash "$(dirname "$0")/h2load_driver.sh" bench/h2_run.py

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpc_run import Processes, _nginx_main, cpu_seconds, workdir, write_edge_config, write_material
+from grpc_run import Processes, _nginx_main, cpu_seconds, run_in_workdir, write_edge_config, write_material
 from ports import free_ports
 
 BENCH = Path(__file__).resolve().parent
@@ -128,12 +128,7 @@ def wait_until_ok(port: int, deadline: float = 30.0) -> None:
 
 
 def main() -> int:
-    processes = Processes()
-    with workdir() as work:
-        try:
-            return run(work, processes)
-        finally:
-            processes.stop_all()
+    return run_in_workdir(run)
 
 
 def run(work: Path, processes: Processes) -> int:
