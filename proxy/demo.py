@@ -287,7 +287,7 @@ def new_material(config: Config, *, wrong_key: bool = False) -> Material:
     ca_cert, ca_key = _demo_ca(config.tls.state_dir / "demo-ca")
     key = ec.generate_private_key(ec.SECP256R1())
     names = [name for name in (config.tls.server_name, *config.tls.ip_addresses) if name]
-    leaf = _sign(names[0], key.public_key(), ca_key, ca=False, days=30, names=names)
+    leaf = _sign(names[0], key.public_key(), ca_key, ca=False, days=90, names=names)
     if wrong_key:
         key = ec.generate_private_key(ec.SECP256R1())
     return Material(
