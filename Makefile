@@ -10,19 +10,30 @@ STAMP_TEST := $(VENV)/.installed-test
 SSLYZE_VENV ?= .venv-sslyze
 STAMP_SSLYZE := $(SSLYZE_VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest check-deploy bench clean sslyze-venv
+.PHONY: demo test lint typecheck pytest check-deploy bench clean sslyze-venv engine
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The compiled HTTP/1.1 engine (setup.py): pip builds it in place at install; a change to one of
+# its sources or type declarations rebuilds it, so the tests never run a stale extension.
+ENGINE_SOURCES := setup.py $(wildcard proxy/http1/*.pxd proxy/*.pxd) $(patsubst %.pxd,%.py,$(wildcard proxy/http1/*.pxd proxy/*.pxd))
+STAMP_ENGINE := $(VENV)/.built-engine
+
 $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
-	touch $@
+	touch $@ $(STAMP_ENGINE)
 
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $@ $(STAMP_RUN)
+	touch $@ $(STAMP_RUN) $(STAMP_ENGINE)
+
+$(STAMP_ENGINE): $(ENGINE_SOURCES) | $(STAMP_TEST)
+	$(BIN)/python setup.py --quiet build_ext --inplace
+	touch $@
+
+engine: $(STAMP_ENGINE)
 
 demo: $(STAMP_RUN)
 	$(BIN)/python -m proxy.demo
@@ -41,8 +52,13 @@ $(STAMP_SSLYZE):
 
 sslyze-venv: $(STAMP_SSLYZE)
 
-pytest: $(STAMP_TEST) $(STAMP_SSLYZE)
+# The whole suite on the compiled engine, then the HTTP tests again on the pure-Python one
+# (EDGE_PROXY_NO_EXTENSIONS): one source of behaviour, both ways of running it checked.
+PURE_TESTS ?= tests/test_https_proxy.py tests/test_https_smuggling.py tests/test_https_lifecycle.py tests/test_upstream_reads.py \
+	tests/test_redirect.py tests/test_logs.py tests/test_h2_proxy.py tests/test_one_port.py tests/test_engine.py
+pytest: $(STAMP_TEST) $(STAMP_SSLYZE) $(STAMP_ENGINE)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	EDGE_PROXY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q $(PURE_TESTS)
 
 test: lint typecheck pytest
 
@@ -55,3 +71,4 @@ bench: $(STAMP_RUN)
 
 clean:
 	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	find proxy -name '*.so' -delete -o -name '*.c' -delete

@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
-from proxy import logs, metrics, tlspolicy
+from proxy import extensions, logs, metrics, tlspolicy
 from proxy.accesslog import AccessLog
 from proxy.certstore.expiry import ExpiryWarnings
 from proxy.certstore.service import CertificateService
@@ -215,6 +215,7 @@ def run_edge(config: Config) -> int:
     """
     # Until the loop handles it (serve): logrotate's SIGUSR1 must never end the edge.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    log_engine()
     policies = policy_contexts(config)
     workers = Workers()
     index = workers.fork(config.server.workers - 1)
@@ -222,6 +223,16 @@ def run_edge(config: Config) -> int:
         _run_worker(config, index, policies, workers)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(serve(config, policies=policies, workers=workers))
+
+
+def log_engine() -> None:
+    """One line on which HTTP/1.1 engine serves: the compiled one, or why the pure-Python one."""
+    if extensions.engine() == "compiled":
+        log.info("HTTP/1.1 engine: compiled")
+    elif extensions.NO_EXTENSIONS:
+        log.info("HTTP/1.1 engine: pure Python (EDGE_PROXY_NO_EXTENSIONS is set)")
+    else:
+        log.info("HTTP/1.1 engine: pure Python (not compiled at install: no C compiler or no Cython)")
 
 
 def _run_worker(config: Config, index: int, policies: Mapping[str, ssl.SSLContext], workers: Workers) -> NoReturn:

@@ -117,6 +117,8 @@ class Shared:
     """State of one listener that its connections read and report to. `access`: the access log,
     None when `log.access` is "off" (the one check a request then pays)."""
 
+    __slots__ = ("_empty", "access", "connections", "draining", "limits", "loop", "name", "tally", "tasks")
+
     def __init__(self, name: str, limits: Limits, tally: Tally, access: ListenerAccess | None = None) -> None:
         self.name = name
         self.limits = limits

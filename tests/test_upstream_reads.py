@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.config import HttpUpstream
-from proxy.http1.upstream import UpstreamConnection, UpstreamPool
+from proxy.http1.upstream import ResponseSink, UpstreamConnection, UpstreamPool
 from proxy.http1.wire import Headers, ResponseFacts
 
 BODY = bytes(range(256)) * 300  # 76,800 bytes: more than one read of uvloop's in most cases
@@ -39,7 +39,7 @@ class Transport:
         pass
 
 
-class Recorder:
+class Recorder(ResponseSink):
     """A ResponseSink that keeps what it was told, body bytes joined."""
 
     def __init__(self) -> None:
@@ -91,7 +91,7 @@ def connection(pool: UpstreamPool) -> tuple[UpstreamConnection, Transport]:
 
 def feed(conn: UpstreamConnection, data: bytes, cuts: list[int], *, head_only: bool = False) -> Recorder:
     sink = Recorder()
-    conn.attach(sink, head_only=head_only)
+    conn.attach(sink, head_only)
     edges = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
     for start, end in pairwise(edges):
         conn.data_received(data[start:end])

@@ -247,7 +247,7 @@ class Stream(UpstreamLeg):
 
     def _bind(self, conn: UpstreamConnection) -> None:
         self.conn = conn
-        conn.attach(self, head_only=self.request.is_head)
+        conn.attach(self, self.request.is_head)
         held, self._held, self._held_size = self._held, [], 0
         conn.write(b"".join((self.request.head, *held)) if held else self.request.head)
         if self._unacked and not self._upstream_full:

@@ -18,8 +18,8 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from proxy.accesslog import AccessEntry
 from proxy.connections import Shared
-from proxy.http1.exchange import PAUSE_QUEUE, PAUSE_STOP, Exchange
-from proxy.http1.request import HeadLimit, Refused, Request, interpret
+from proxy.http1.exchange import PAUSE_QUEUE, PAUSE_STOP, ClientSide, Exchange
+from proxy.http1.request import Refused, Request, interpret
 from proxy.http1.routing import Router
 from proxy.http1.upstream import UpstreamPool
 from proxy.http1.wire import MAX_HEAD_BYTES, MAX_HEADERS, Headers
@@ -40,7 +40,14 @@ _HEAD_FRAMING = 2 + 8 + 2 + 2
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")}
 
 
-class ClientConnection(HeadLimit, asyncio.Protocol):
+def client_protocol(shared: Shared, router: Router[UpstreamPool]) -> asyncio.Protocol:
+    """A new client connection, typed as what asyncio takes: it is a Protocol by its methods."""
+    return cast(asyncio.Protocol, ClientConnection(shared, router))
+
+
+class ClientConnection(ClientSide):
+    """An asyncio Protocol (by its methods: the compiled engine's classes have one base)."""
+
     __slots__ = (
         "_access",
         "_began",
@@ -68,7 +75,6 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         "_timer",
         "_tls_version",
         "_upgrading",
-        "_writing_paused",
         "transport",
     )
 
@@ -80,7 +86,6 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         self._loop = shared.loop
         limits = self._limits = shared.limits
         self.transport: asyncio.Transport | None = None
-        self._writing_paused = False
         self._parser = HttpRequestParser(self)
         self._queue: deque[Exchange] = deque()
         self._incoming: Exchange | None = None  # the exchange whose request body is arriving
@@ -171,8 +176,9 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = self._stopped = True
         # The parser holds our bound methods: dropping it breaks that cycle, so the connection is
-        # freed by reference counting instead of waiting for the (costly) cyclic collector.
-        del self._parser
+        # freed by reference counting instead of waiting for the (costly) cyclic collector. No
+        # callback reads it once `_stopped` is set.
+        self._parser = None  # type: ignore[assignment]
         self._cancel_timers()
         self._shared.closed(self)
         queue, self._queue = self._queue, deque()
@@ -181,20 +187,16 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         self._incoming = self._upgrading = None
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self.writing_paused = True
         if self._queue:
             self._queue[0].client_write_paused(True)
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
+        self.writing_paused = False
         if self._queue:
             self._queue[0].client_write_paused(False)
 
     # --- ClientSide: what exchanges use -------------------------------------------------------
-
-    @property
-    def writing_paused(self) -> bool:
-        return self._writing_paused
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -221,7 +223,7 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
             if not self._paused and self.transport is not None and not self._closed:
                 self.transport.resume_reading()
 
-    def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None:
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
         if self._queue and self._queue[0] is exchange:
             self._queue.popleft()
         if self._incoming is exchange:
@@ -367,7 +369,7 @@ class ClientConnection(HeadLimit, asyncio.Protocol):
         if rest:
             self._upgrading.tunnel_from_client(rest)
 
-    def _watch(self, *, header: bool) -> None:
+    def _watch(self, header: bool) -> None:
         limits = self._limits
         self._deadline_is_header = header
         self._deadline = self._loop.time() + (limits.header_timeout if header else limits.idle_timeout)

@@ -8,12 +8,10 @@ bytes (the client connection does and feeds it), and knows nothing of TLS or rou
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from proxy.accesslog import CLIENT_CLOSED, AccessEntry
 from proxy.connections import Shared
 from proxy.http1.leg import UpstreamLeg
-from proxy.http1.request import LOCAL_REASONS, Request
+from proxy.http1.request import LOCAL_REASONS, HeadLimit, Request
 from proxy.http1.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool
 from proxy.http1.wire import LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, client_response_head, edge_response
 
@@ -24,19 +22,41 @@ PAUSE_UPSTREAM, PAUSE_BUFFER, PAUSE_QUEUE, PAUSE_STOP = 1, 2, 4, 8
 BUFFER_HIGH = 64 * 1024
 
 
-class ClientSide(Protocol):
-    """What an exchange needs from the client connection it answers."""
+class ClientSide(HeadLimit):
+    """What an exchange needs from the client connection it answers; the client connection
+    inherits it and overrides every method. A base class rather than a typing.Protocol, so the
+    compiled engine calls these methods in C; it extends HeadLimit only because a compiled class
+    has a single base, and the client connection needs both."""
 
-    @property
-    def writing_paused(self) -> bool: ...
-    def write(self, data: bytes) -> None: ...
-    def write_pieces(self, pieces: list[bytes]) -> None: ...
-    def pause_reading(self, reason: int) -> None: ...
-    def resume_reading(self, reason: int) -> None: ...
-    def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None: ...
-    def watch_upstream(self) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
+    __slots__ = ("writing_paused",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing_paused = False  # the client's transport asked us to stop writing
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def write_pieces(self, pieces: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def pause_reading(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def resume_reading(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        raise NotImplementedError
+
+    def watch_upstream(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
 
 
 class Exchange(UpstreamLeg):
@@ -237,7 +257,7 @@ class Exchange(UpstreamLeg):
 
     def _bind(self, conn: UpstreamConnection) -> None:
         self.conn = conn
-        conn.attach(self, head_only=self.request.is_head)
+        conn.attach(self, self.request.is_head)
         if self.client.writing_paused:
             conn.pause_reading()
         if self.request.upgrade:

@@ -14,12 +14,12 @@ import logging
 
 from proxy.connections import Shared
 from proxy.http1.request import Request
-from proxy.http1.upstream import UpstreamConnection, UpstreamPool, UpstreamUnreachable
+from proxy.http1.upstream import ResponseSink, UpstreamConnection, UpstreamPool, UpstreamUnreachable
 
 log = logging.getLogger("proxy.http")
 
 
-class UpstreamLeg:
+class UpstreamLeg(ResponseSink):
     __slots__ = (
         "_connecting",
         "_retried",

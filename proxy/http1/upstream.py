@@ -8,7 +8,7 @@ clients, TLS or routing; one request at a time per connection, never pipelined u
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol, cast
+from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -28,24 +28,48 @@ class UpstreamUnreachable(ProxyError, ConnectionError):
     """No connection to the upstream: refused, unroutable, or not within `connect_timeout`."""
 
 
-class ResponseSink(Protocol):
-    """The one request/response exchange a connection serves at a time."""
+class ResponseSink:
+    """The one request/response exchange a connection serves at a time: the engine's classes
+    (an HTTP/1.1 exchange, an HTTP/2 stream) inherit it and override every method. A base class
+    rather than a typing.Protocol, so the compiled engine calls these methods in C."""
 
-    def on_interim(self, status: int, reason: bytes, headers: Headers) -> None: ...
-    def on_head(self, status: int, reason: bytes, headers: Headers, facts: ResponseFacts, framing: int) -> None: ...
-    def on_body(self, data: bytes) -> None: ...
-    def on_end(self) -> None: ...
-    def on_upgrade(self, reason: bytes, headers: Headers, rest: bytes) -> None: ...
-    def after_data(self) -> None: ...
-    def on_tunnel_data(self, data: bytes) -> None: ...
-    def on_broken(self, reason: str) -> None: ...
-    def on_lost(self, exc: Exception | None) -> None: ...
-    def on_write_paused(self, paused: bool) -> None: ...
+    __slots__ = ()
+
+    def on_interim(self, status: int, reason: bytes, headers: Headers) -> None:
+        raise NotImplementedError
+
+    def on_head(self, status: int, reason: bytes, headers: Headers, facts: ResponseFacts, framing: int) -> None:
+        raise NotImplementedError
+
+    def on_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_end(self) -> None:
+        raise NotImplementedError
+
+    def on_upgrade(self, reason: bytes, headers: Headers, rest: bytes) -> None:
+        raise NotImplementedError
+
+    def after_data(self) -> None:
+        raise NotImplementedError
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_broken(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def on_lost(self, exc: Exception | None) -> None:
+        raise NotImplementedError
+
+    def on_write_paused(self, paused: bool) -> None:
+        raise NotImplementedError
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One TCP connection to an upstream. Response events go to the attached sink; after a 101
-    it only relays bytes (`tunnel`)."""
+class UpstreamConnection:
+    """One TCP connection to an upstream, an asyncio Protocol (by its methods: the compiled
+    engine's classes have one base). Response events go to the attached sink; after a 101 it
+    only relays bytes (`tunnel`)."""
 
     __slots__ = (
         "_head_only",
@@ -90,7 +114,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.done = False
         self.dirty = False
 
-    def attach(self, sink: ResponseSink, *, head_only: bool) -> None:
+    def attach(self, sink: ResponseSink, head_only: bool) -> None:
         # After a HEAD the parser may still wait for the body the headers announced (httptools
         # cannot be told the request was HEAD); only then does the next exchange need a new one.
         if self._parser is None or self._head_only:
@@ -231,6 +255,8 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class UpstreamPool:
+    __slots__ = ("_closed", "_connect_timeout", "_idle", "_loop", "_sweeper", "label", "upstream")
+
     """Connections to one upstream: connect on demand, keep idle ones (most recent first)."""
 
     def __init__(self, upstream: HttpUpstream, connect_timeout: float) -> None:
@@ -256,12 +282,14 @@ class UpstreamPool:
         """A new connection. Raises UpstreamUnreachable naming the reason; anything else is a bug."""
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, conn = await self._loop.create_connection(lambda: UpstreamConnection(self), self.upstream.host, self.upstream.port)
+                _, protocol = await self._loop.create_connection(
+                    lambda: cast(asyncio.Protocol, UpstreamConnection(self)), self.upstream.host, self.upstream.port
+                )
         except TimeoutError as e:
             raise UpstreamUnreachable(f"no connection within {self._connect_timeout:g} s") from e
         except OSError as e:
             raise UpstreamUnreachable(e.strerror or str(e)) from e
-        return conn
+        return cast(UpstreamConnection, protocol)
 
     def put(self, conn: UpstreamConnection) -> None:
         """Keep a connection whose last response was complete and keep-alive."""

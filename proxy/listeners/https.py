@@ -20,7 +20,7 @@ from proxy.h2.connection import H2Server
 from proxy.h2.first import FirstRequest
 from proxy.h2relay.connection import ClientSide, RelayTarget
 from proxy.h2relay.upstream import relay_target
-from proxy.http1.client import ClientConnection
+from proxy.http1.client import client_protocol
 from proxy.http1.routing import Router
 from proxy.http1.upstream import UpstreamPool
 from proxy.listeners.base import TlsListener
@@ -44,7 +44,7 @@ class HttpsListener(TlsListener):
         grpc = self.config.grpc_upstream
         http2 = self.config.http2
         if grpc is None and not http2:
-            return lambda: ClientConnection(shared, router), self.ssl_context
+            return lambda: client_protocol(shared, router), self.ssl_context
         target = None if grpc is None else await relay_target(grpc, self.config.max_connection_age, self.name, "grpc_upstream_ca")
         return lambda: AlpnSwitch(shared, router, target, http2=http2), self.ssl_context
 
@@ -83,7 +83,7 @@ class AlpnSwitch(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         engine: asyncio.Protocol
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
-            engine = ClientConnection(self._shared, self._router)
+            engine = client_protocol(self._shared, self._router)
         elif self._http2 and self._target is not None:
             shared, router, target = self._shared, self._router, self._target
             engine = FirstRequest(shared.loop, lambda: H2Server(shared, router, grpc=target), lambda: ClientSide(shared, target))
@@ -92,7 +92,7 @@ class AlpnSwitch(asyncio.Protocol):
         elif self._target is not None:
             engine = ClientSide(self._shared, self._target)
         else:
-            engine = ClientConnection(self._shared, self._router)
+            engine = client_protocol(self._shared, self._router)
         transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         transport.set_protocol(engine)
         engine.connection_made(transport)

@@ -1,0 +1,44 @@
+# The types proxy/accesslog.py is compiled with (setup.py); the .py is the source of behaviour.
+cimport cython
+
+
+cdef class ListenerAccess:
+    cdef str _name
+    cdef bint _json
+    cdef object _timestamps
+    cdef object _write
+
+    @cython.locals(now=double, duration_ms=double)
+    cpdef request(
+        self,
+        str protocol,
+        str client,
+        object tls_version,
+        object method,
+        object host,
+        object path,
+        object status,
+        Py_ssize_t bytes_in,
+        Py_ssize_t bytes_out,
+        double began,
+        object upstream,
+        object reason=*,
+    )
+
+
+cdef class AccessEntry:
+    cdef public ListenerAccess access
+    cdef public double began
+    cdef public Py_ssize_t bytes_in
+    cdef public Py_ssize_t bytes_out
+    cdef public str client
+    cdef public object host
+    cdef public object method
+    cdef public object path
+    cdef public str protocol
+    cdef public object reason
+    cdef public object status
+    cdef public object tls_version
+    cdef public object upstream
+
+    cpdef write(self, object status=*, object reason=*)
