@@ -318,6 +318,31 @@ async def test_a_certificate_far_from_expiry_gets_no_warning(tmp_path: Path, up:
 # --- a real process: JSON lines on stderr, SIGUSR1 -------------------------------------------
 
 
+async def get_on_new_connection(port: int, path: str) -> None:
+    """One request on a connection of its own to an edge process serving its self-signed default."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    connector = aiohttp.TCPConnector(ssl=context, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session, session.get(f"https://{SERVER_IP}:{port}{path}") as response:
+        assert response.status == 200
+
+
+async def test_a_closed_stdout_is_reported_once_and_requests_still_succeed(tmp_path: Path, up: Upstream) -> None:
+    process = EdgeProcess(tmp_path, up.port, log_settings={"access": "json"}, closed_stdout=True)
+    report = "cannot write log lines to standard output"
+    await process.start()
+    try:
+        await get_on_new_connection(process.https_port, "/first")
+        await eventually(lambda: report in process.log(), WAIT)
+        for i in range(5):
+            await get_on_new_connection(process.https_port, f"/after-the-report/{i}")
+    finally:
+        await process.stop()
+    assert process.process is not None and process.process.returncode == 0
+    # The edge has stopped, so every line was tried: the failure was said once.
+    assert process.log().count(report) == 1
+
+
 async def test_sigusr1_reopens_the_access_file_and_edge_lines_are_json(tmp_path: Path, up: Upstream) -> None:
     process = EdgeProcess(tmp_path, up.port, log_settings={"format": "json", "access": "json", "access_file": "access.log"})
     await process.start()
