@@ -142,9 +142,13 @@ class Edge:
             await asyncio.to_thread(self.access.close)
 
     def reopen_logs(self) -> None:
-        """SIGUSR1: open the access log file anew (logrotate moved it)."""
-        if self.access is not None:
+        """SIGUSR1: open the access log file anew (logrotate moved it). Every line made from now
+        on goes to the new file; each process says so, so that an operator (and a test) sees
+        that every worker took the signal."""
+        path = self.config.log.access_file
+        if self.access is not None and path is not None:
             self.access.reopen()
+            log.info("reopening the access log %s", path, extra={"fields": {"event": "access_log_reopened", "path": str(path)}})
 
 
 def access_log(config: Config) -> AccessLog | None:

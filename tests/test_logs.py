@@ -375,6 +375,31 @@ async def test_sigusr1_reopens_the_access_file_and_edge_lines_are_json(tmp_path:
     assert any(x.get("event") == "certificate_expiry" and x["level"] == "warning" for x in edge_lines)
 
 
+async def test_sigusr1_moves_every_worker_to_the_new_access_file(tmp_path: Path, up: Upstream) -> None:
+    settings = {"format": "json", "access": "json", "access_file": "access.log"}
+    process = EdgeProcess(tmp_path, up.port, workers=2, log_settings=settings)
+    access, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
+    before, after = [f"/before/{i}" for i in range(20)], [f"/after/{i}" for i in range(20)]
+
+    def reopened_by() -> set[int]:
+        return {x["pid"] for x in map(json.loads, process.log().splitlines()) if x.get("event") == "access_log_reopened"}
+
+    await process.start()
+    try:
+        for path in before:  # a connection each: the kernel spreads them over both processes
+            await get_on_new_connection(process.https_port, path)
+        await lines_where(access, count=len(before))
+        access.rename(rotated)
+        process.signal(signal.SIGUSR1)
+        await eventually(lambda: len(reopened_by()) == 2, WAIT)  # the first process and its worker
+        for path in after:
+            await get_on_new_connection(process.https_port, path)
+    finally:
+        await process.stop()
+    assert sorted(x["path"] for x in read_json_lines(rotated)) == sorted(before)
+    assert sorted(x["path"] for x in read_json_lines(access)) == sorted(after)
+
+
 async def test_http2_requests_get_one_line_each_with_protocol_http2(tmp_path: Path, up: Upstream) -> None:
     if not curl_available():
         pytest.skip("curl is not installed")
