@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from proxy.accesslog import AccessLog
+from proxy.certstore.expiry import ExpiryWarnings
 from proxy.logwriter import LineWriter
 from tests.support.edge import RunningEdge, new_upload, running_edge
 from tests.support.grpc_echo import EchoUpstream, method
@@ -297,6 +298,26 @@ async def test_a_certificate_close_to_expiry_is_warned_about_at_start(
     assert fields["fingerprint"] == leaf.fingerprint and fields["days_left"] == days
     assert fields["subject"] in record.getMessage() and leaf.fingerprint in record.getMessage()
     assert f"in {days} days" in record.getMessage()
+
+
+async def test_an_expiry_warning_comes_again_once_its_day_has_passed(
+    tmp_path: Path, up: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.certstore.expiry")
+    pki = Pki()
+    leaf = pki.leaf(not_after=datetime.now(UTC) + timedelta(days=20, hours=1))
+    day = timedelta(seconds=0.5)  # the edge's rule with a half-second "day", looked at 20 times in it
+    expiry = ExpiryWarnings(repeat_every=day, check_every=day / 20)
+
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "proxy.certstore.expiry"]
+
+    async with running_edge(tmp_path, http_upstream=up.port, grpc_upstream=free_port(), pki=pki, first=leaf, expiry=expiry):
+        await eventually(lambda: len(warnings()) >= 2, WAIT)
+    first, second = warnings()[:2]
+    assert second.created - first.created > (day - expiry.check_every / 2).total_seconds()  # not at an earlier look
+    assert (second.levelno, second.getMessage()) == (logging.WARNING, first.getMessage())
+    assert leaf.fingerprint in second.getMessage()
 
 
 async def test_self_signed_default_gets_a_warning_of_its_own(tmp_path: Path, up: Upstream, caplog: pytest.LogCaptureFixture) -> None:
