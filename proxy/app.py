@@ -34,14 +34,19 @@ from proxy.workers import Workers
 
 log = logging.getLogger("proxy")
 
-# How often the serving certificate's expiry is looked at (a warning repeats once a day).
-EXPIRY_CHECK_SECONDS = 3600.0
-
 
 class Edge:
     """One process's edge. `start()` returns once every listener serves and the watcher watches."""
 
-    def __init__(self, config: Config, *, worker_index: int = 0, policies: Mapping[str, ssl.SSLContext] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        worker_index: int = 0,
+        policies: Mapping[str, ssl.SSLContext] | None = None,
+        expiry: ExpiryWarnings | None = None,
+    ) -> None:
+        """`expiry`: the expiry warnings' rule (default: a line a day, looked at every hour)."""
         self.config = config
         self.worker_index = worker_index
         self._policies = policies or policy_contexts(config)
@@ -49,7 +54,7 @@ class Edge:
         self.service = CertificateService(self.store, config.tls)
         self.listeners: dict[str, BaseListener] = {}
         self.access = access_log(config)
-        self.expiry = ExpiryWarnings()
+        self.expiry = expiry or ExpiryWarnings()
         self.watcher: DirectoryWatcher | None = None
         self.admin: Listener | None = None
         self.draining = False
@@ -117,7 +122,7 @@ class Edge:
 
     async def _watch_expiry(self) -> None:
         while True:
-            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
+            await asyncio.sleep(self.expiry.check_every.total_seconds())
             self._check_expiry()
 
     async def reload(self) -> None:
@@ -142,9 +147,13 @@ class Edge:
             await asyncio.to_thread(self.access.close)
 
     def reopen_logs(self) -> None:
-        """SIGUSR1: open the access log file anew (logrotate moved it)."""
-        if self.access is not None:
+        """SIGUSR1: open the access log file anew (logrotate moved it). Every line made from now
+        on goes to the new file; each process says so, so that an operator (and a test) sees
+        that every worker took the signal."""
+        path = self.config.log.access_file
+        if self.access is not None and path is not None:
             self.access.reopen()
+            log.info("reopening the access log %s", path, extra={"fields": {"event": "access_log_reopened", "path": str(path)}})
 
 
 def access_log(config: Config) -> AccessLog | None:

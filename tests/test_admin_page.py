@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,23 @@ async def test_page_uploads_material_and_shows_every_outcome(page: Any, tmp_path
         await expect(page.locator("#fingerprint")).to_have_text(upload.fingerprint)
         await expect(page.locator("#signin")).to_be_hidden()
     assert script_errors == []
+
+
+@pytest.mark.parametrize(("days", "level"), [(10, "warn"), (3, "bad")])
+async def test_a_certificate_close_to_expiry_shows_a_banner_naming_its_date(page: Any, tmp_path: Path, days: int, level: str) -> None:
+    """Within 30 days a warning banner, within 7 an error one, worded as the log line."""
+    from playwright.async_api import expect
+
+    upload = new_upload(not_after=datetime.now(UTC) + timedelta(days=days, hours=1))
+    async with running_admin(tmp_path / "edge") as admin:
+        status, _ = await admin.upload(upload.body())
+        assert status == 200
+        await page.goto(admin.url("/"))
+        await page.get_by_label("Token").fill(admin.token)
+        await page.get_by_role("button", name="Continue").click()
+        banner = page.locator("#expiry-banner")
+        subject = upload.leaf.certificate.subject.rfc4514_string()
+        expires = f"{upload.leaf.certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        await expect(banner).to_contain_text(f"The serving certificate {subject} ({upload.fingerprint}) expires on {expires}")
+        await expect(banner).to_contain_text(f"(in {days} days): renew it.")
+        await expect(banner).to_have_class(re.compile(rf"\b{level}\b"))

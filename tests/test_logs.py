@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from proxy.accesslog import AccessLog
+from proxy.certstore.expiry import ExpiryWarnings
 from proxy.logwriter import LineWriter
 from tests.support.edge import RunningEdge, new_upload, running_edge
 from tests.support.grpc_echo import EchoUpstream, method
@@ -299,6 +300,26 @@ async def test_a_certificate_close_to_expiry_is_warned_about_at_start(
     assert f"in {days} days" in record.getMessage()
 
 
+async def test_an_expiry_warning_comes_again_once_its_day_has_passed(
+    tmp_path: Path, up: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.certstore.expiry")
+    pki = Pki()
+    leaf = pki.leaf(not_after=datetime.now(UTC) + timedelta(days=20, hours=1))
+    day = timedelta(seconds=0.5)  # the edge's rule with a half-second "day", looked at 20 times in it
+    expiry = ExpiryWarnings(repeat_every=day, check_every=day / 20)
+
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "proxy.certstore.expiry"]
+
+    async with running_edge(tmp_path, http_upstream=up.port, grpc_upstream=free_port(), pki=pki, first=leaf, expiry=expiry):
+        await eventually(lambda: len(warnings()) >= 2, WAIT)
+    first, second = warnings()[:2]
+    assert second.created - first.created > (day - expiry.check_every / 2).total_seconds()  # not at an earlier look
+    assert (second.levelno, second.getMessage()) == (logging.WARNING, first.getMessage())
+    assert leaf.fingerprint in second.getMessage()
+
+
 async def test_self_signed_default_gets_a_warning_of_its_own(tmp_path: Path, up: Upstream, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="proxy.certstore.expiry")
     async with running_edge(tmp_path, http_upstream=up.port, grpc_upstream=free_port()) as edge:
@@ -316,6 +337,31 @@ async def test_a_certificate_far_from_expiry_gets_no_warning(tmp_path: Path, up:
 
 
 # --- a real process: JSON lines on stderr, SIGUSR1 -------------------------------------------
+
+
+async def get_on_new_connection(port: int, path: str) -> None:
+    """One request on a connection of its own to an edge process serving its self-signed default."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    connector = aiohttp.TCPConnector(ssl=context, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session, session.get(f"https://{SERVER_IP}:{port}{path}") as response:
+        assert response.status == 200
+
+
+async def test_a_closed_stdout_is_reported_once_and_requests_still_succeed(tmp_path: Path, up: Upstream) -> None:
+    process = EdgeProcess(tmp_path, up.port, log_settings={"access": "json"}, closed_stdout=True)
+    report = "cannot write log lines to standard output"
+    await process.start()
+    try:
+        await get_on_new_connection(process.https_port, "/first")
+        await eventually(lambda: report in process.log(), WAIT)
+        for i in range(5):
+            await get_on_new_connection(process.https_port, f"/after-the-report/{i}")
+    finally:
+        await process.stop()
+    assert process.process is not None and process.process.returncode == 0
+    # The edge has stopped, so every line was tried: the failure was said once.
+    assert process.log().count(report) == 1
 
 
 async def test_sigusr1_reopens_the_access_file_and_edge_lines_are_json(tmp_path: Path, up: Upstream) -> None:
@@ -348,6 +394,31 @@ async def test_sigusr1_reopens_the_access_file_and_edge_lines_are_json(tmp_path:
     [start] = [x for x in edge_lines if x.get("event") == "certificate_swapped"]
     assert start["source"] == "start" and start["new_version"] == 1
     assert any(x.get("event") == "certificate_expiry" and x["level"] == "warning" for x in edge_lines)
+
+
+async def test_sigusr1_moves_every_worker_to_the_new_access_file(tmp_path: Path, up: Upstream) -> None:
+    settings = {"format": "json", "access": "json", "access_file": "access.log"}
+    process = EdgeProcess(tmp_path, up.port, workers=2, log_settings=settings)
+    access, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
+    before, after = [f"/before/{i}" for i in range(20)], [f"/after/{i}" for i in range(20)]
+
+    def reopened_by() -> set[int]:
+        return {x["pid"] for x in map(json.loads, process.log().splitlines()) if x.get("event") == "access_log_reopened"}
+
+    await process.start()
+    try:
+        for path in before:  # a connection each: the kernel spreads them over both processes
+            await get_on_new_connection(process.https_port, path)
+        await lines_where(access, count=len(before))
+        access.rename(rotated)
+        process.signal(signal.SIGUSR1)
+        await eventually(lambda: len(reopened_by()) == 2, WAIT)  # the first process and its worker
+        for path in after:
+            await get_on_new_connection(process.https_port, path)
+    finally:
+        await process.stop()
+    assert sorted(x["path"] for x in read_json_lines(rotated)) == sorted(before)
+    assert sorted(x["path"] for x in read_json_lines(access)) == sorted(after)
 
 
 async def test_http2_requests_get_one_line_each_with_protocol_http2(tmp_path: Path, up: Upstream) -> None:

@@ -2,8 +2,8 @@
 (warning) or 7 days (error), and a line of its own while the self-signed default serves.
 
 Owns the thresholds, the wording and the once-a-day rule; `expiry_notice` is pure (a snapshot and
-a clock in). It knows nothing of the event loop: the caller checks when it likes (at start, on
-each swap, every hour). The admin page words its banner the same way.
+a clock in). It knows nothing of the event loop: the caller checks at start, on each swap and
+every `check_every`. The admin page words its banner the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ log = logging.getLogger("proxy.certstore.expiry")
 WARN_WITHIN = timedelta(days=30)
 ERROR_WITHIN = timedelta(days=7)
 REPEAT_EVERY = timedelta(days=1)
+# How often the caller looks: a repeated line comes at most this long after its day has passed.
+CHECK_EVERY = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +69,12 @@ def _days(left: timedelta) -> str:
 
 class ExpiryWarnings:
     """Logs each notice once a day: again when a day has passed, at once when the certificate
-    or the level changes."""
+    or the level changes. `repeat_every` and `check_every` are a day and an hour; a test gives
+    shorter ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, repeat_every: timedelta = REPEAT_EVERY, check_every: timedelta = CHECK_EVERY) -> None:
+        self.repeat_every = repeat_every
+        self.check_every = check_every
         self._last: tuple[str, int] | None = None
         self._logged_at: datetime | None = None
 
@@ -80,7 +85,7 @@ class ExpiryWarnings:
             self._last = None
             return None
         key = (snapshot.fingerprint, notice.level)
-        if key == self._last and self._logged_at is not None and now - self._logged_at < REPEAT_EVERY:
+        if key == self._last and self._logged_at is not None and now - self._logged_at < self.repeat_every:
             return None
         self._last, self._logged_at = key, now
         log.log(notice.level, "%s", notice.message, extra={"fields": notice.fields})

@@ -21,6 +21,7 @@ import aiohttp
 from proxy import metrics
 from proxy.admin.server import AdminServer
 from proxy.app import Edge
+from proxy.certstore.expiry import ExpiryWarnings
 from proxy.certstore.pem import Material
 from proxy.certstore.service import CertificateService
 from proxy.certstore.store import CertStore
@@ -282,10 +283,12 @@ async def running_edge(
     log: Table | None = None,
     web: Table | None = None,
     listeners: list[Table] | None = None,
+    expiry: ExpiryWarnings | None = None,
 ) -> AsyncIterator[RunningEdge]:
     """The Edge on `base` (edge.toml, certs/, state/). With `pki` it serves `material`, or
     `first`, or a fresh leaf of `pki` (dropped before the start); without, the self-signed
-    default. `server`, `tls`, `log`, `web` and `listeners` as in `tests.support.config.edge_config`."""
+    default. `server`, `tls`, `log`, `web` and `listeners` as in `tests.support.config.edge_config`;
+    `expiry` as `Edge` takes it."""
     if pki is not None:
         drop_files(base / "certs", material or pki.material(first))
     config = edge_config(
@@ -298,7 +301,7 @@ async def running_edge(
         web=web,
         listeners=listeners,
     )
-    edge = Edge(load(base, config))
+    edge = Edge(load(base, config), expiry=expiry)
     await edge.start()
     try:
         assert edge.admin is not None

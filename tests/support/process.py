@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
@@ -36,6 +36,9 @@ class EdgeProcess:
     drain_seconds: float = 10.0
     uploads: str = "auto"
     log_settings: Table | None = None  # the [log] table
+    # Standard output a pipe whose reading end is closed (what a crashed log collector leaves);
+    # standard error still goes to edge.log.
+    closed_stdout: bool = False
     grpc_upstream_port: int = field(default_factory=free_port)
     https_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
@@ -90,13 +93,21 @@ class EdgeProcess:
     async def start(self, timeout: float = 30.0) -> None:
         self.write_config()
         log = (self.directory / "edge.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "run", "--config", str(self.config_path)],
-            cwd=self.directory,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
+        stdout: int | IO[bytes] = log
+        if self.closed_stdout:
+            reading_end, stdout = os.pipe()
+            os.close(reading_end)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "proxy", "run", "--config", str(self.config_path)],
+                cwd=self.directory,
+                stdout=stdout,
+                stderr=log,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+        finally:
+            if isinstance(stdout, int):
+                os.close(stdout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
