@@ -22,6 +22,7 @@ COMPILED = [
     "proxy/http1/leg.py",
     "proxy/http1/exchange.py",
     "proxy/http1/client.py",
+    "proxy/logwriter.py",
     "proxy/accesslog.py",
     "proxy/connections.py",
 ]

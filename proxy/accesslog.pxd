@@ -1,14 +1,16 @@
 # The types proxy/accesslog.py is compiled with (setup.py); the .py is the source of behaviour.
 cimport cython
 
+from proxy.logwriter cimport LineWriter
+
 
 cdef class ListenerAccess:
     cdef str _name
     cdef bint _json
     cdef object _timestamps
-    cdef object _write
+    cdef LineWriter _writer
 
-    @cython.locals(now=double, duration_ms=double)
+    @cython.locals(now=double, duration_ms=double, micros=cython.longlong)
     cpdef request(
         self,
         str protocol,
@@ -42,3 +44,9 @@ cdef class AccessEntry:
     cdef public object upstream
 
     cpdef write(self, object status=*, object reason=*)
+
+
+cdef dict _QUOTED
+
+@cython.locals(text=str)
+cdef str _quoted(object value)

@@ -23,6 +23,7 @@ COMPILED_MODULES = (
     "proxy.http1.leg",
     "proxy.http1.exchange",
     "proxy.http1.client",
+    "proxy.logwriter",
     "proxy.accesslog",
     "proxy.connections",
 )

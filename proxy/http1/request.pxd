@@ -26,3 +26,18 @@ cdef dict _ROUTING_KEYS
 
 @cython.locals(key=bytes)
 cpdef bytes routing_key(bytes authority)
+
+cpdef tuple split_target(bytes method, bytes url, object host)
+
+@cython.locals(facts=RequestFacts, request=Request, head=bytes, http10=bint, chunked=bint, has_body=bint)
+cpdef tuple interpret(
+    bytes method,
+    str version,
+    bytes url,
+    list headers,
+    object router,
+    bint keep_alive,
+    bint upgrade,
+    bytes client_ip,
+    Py_ssize_t max_body_bytes,
+)

@@ -147,7 +147,6 @@ def interpret(
     url: bytes,
     headers: Headers,
     router: Router[RouteTarget],
-    *,
     keep_alive: bool,
     upgrade: bool,
     client_ip: bytes,

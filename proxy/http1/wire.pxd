@@ -44,3 +44,28 @@ cpdef ResponseFacts scan_response(list headers)
 cpdef bytes status_line(int status, bytes reason)
 
 cpdef bytes chunk_size_line(Py_ssize_t size)
+
+@cython.locals(out=list, xff=bytes)
+cpdef bytes upstream_request_head(
+    bytes method,
+    bytes target,
+    list headers,
+    RequestFacts facts,
+    bytes client_ip,
+    bytes host,
+    bint add_host,
+    bint chunked,
+    bint upgrade,
+)
+
+@cython.locals(kept=list, head=bytes, tail=bytes, out=list)
+cpdef bytes client_response_head(
+    int status,
+    bytes reason,
+    list headers,
+    ResponseFacts facts=*,
+    bint chunked=*,
+    bint close=*,
+    bint keep_alive_10=*,
+    bint upgrade=*,
+)
