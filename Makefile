@@ -55,7 +55,7 @@ sslyze-venv: $(STAMP_SSLYZE)
 # The whole suite on the compiled engine, then the HTTP tests again on the pure-Python one
 # (EDGE_PROXY_NO_EXTENSIONS): one source of behaviour, both ways of running it checked.
 PURE_TESTS ?= tests/test_https_proxy.py tests/test_https_smuggling.py tests/test_https_lifecycle.py tests/test_upstream_reads.py \
-	tests/test_redirect.py tests/test_logs.py tests/test_h2_proxy.py tests/test_one_port.py tests/test_engine.py
+	tests/test_redirect.py tests/test_logs.py tests/test_access_lines.py tests/test_h2_proxy.py tests/test_one_port.py tests/test_engine.py
 pytest: $(STAMP_TEST) $(STAMP_SSLYZE) $(STAMP_ENGINE)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	EDGE_PROXY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q $(PURE_TESTS)

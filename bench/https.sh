@@ -16,6 +16,8 @@
 # (`grpc_upstream`), and prints what HTTP/1.1 clients pay on it against the plain listener.
 # ACCESS=1 also runs a second edge process, the same but with `[log] access = "json"` writing to a
 # file (pinned like the first), measured in alternation with it, and prints what the access log costs.
+# PURE=1 also runs a second edge process on the pure-Python HTTP/1.1 engine (EDGE_PROXY_NO_EXTENSIONS=1,
+# pinned like the first), measured in alternation with it, and prints what compiling the engine buys.
 # RESULTS=FILE appends one line per figure, fields separated by "|" (bench/run.sh reads them).
 # Runs under `flock /tmp/edge-bench.lock` so that benchmarks never overlap; a caller that
 # already holds the lock sets EDGE_BENCH_LOCKED=1.
@@ -45,6 +47,9 @@ ONE_PORT_PORT=${ONE_PORT_PORT:-18446}
 ACCESS=${ACCESS:-0}
 ACCESS_PORT=${ACCESS_PORT:-18447}
 ACCESS_ADMIN_PORT=${ACCESS_ADMIN_PORT:-18901}
+PURE=${PURE:-0}
+PURE_PORT=${PURE_PORT:-18448}
+PURE_ADMIN_PORT=${PURE_ADMIN_PORT:-18902}
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     apt-get install -y wrk nginx || { apt-get update && apt-get install -y wrk nginx; }
@@ -82,7 +87,7 @@ wait_for_port() {
     exit 1
 }
 
-for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT" "$FLOOR_PORT" "$ONE_PORT_PORT" "$ACCESS_PORT" "$ACCESS_ADMIN_PORT"; do
+for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT" "$FLOOR_PORT" "$ONE_PORT_PORT" "$ACCESS_PORT" "$ACCESS_ADMIN_PORT" "$PURE_PORT" "$PURE_ADMIN_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "127.0.0.1:$port is already in use; set UPSTREAM_PORT, NGINX_PORT, EDGE_PORT or ADMIN_PORT" >&2
         exit 1
@@ -94,6 +99,7 @@ done
 one_port_args=()
 if [ "$ONE_PORT" = 1 ]; then one_port_args=(--one-port-port "$ONE_PORT_PORT"); fi
 if [ "$ACCESS" = 1 ]; then one_port_args+=(--access-port "$ACCESS_PORT" --access-admin-port "$ACCESS_ADMIN_PORT"); fi
+if [ "$PURE" = 1 ]; then one_port_args+=(--pure-port "$PURE_PORT" --pure-admin-port "$PURE_ADMIN_PORT"); fi
 "$PYTHON" "$HERE/https_edge.py" setup "$workdir/edge" --port "$EDGE_PORT" --upstream-port "$UPSTREAM_PORT" \
     --admin-port "$ADMIN_PORT" --workers "$WORKERS" "${one_port_args[@]}"
 cert="$workdir/edge/cert"
@@ -183,6 +189,13 @@ if [ "$ACCESS" = 1 ]; then
     targets+=(access)
     wait_for_port "$ACCESS_PORT"
 fi
+if [ "$PURE" = 1 ]; then
+    (cd "$workdir/edge" && EDGE_PROXY_NO_EXTENSIONS=1 exec "${proxy_cpu[@]}" "$EDGE" run --config edge-pure.toml 2>"$workdir/edge-pure.log") &
+    pure_pid=$!
+    pids+=("$pure_pid")
+    targets+=(pure)
+    wait_for_port "$PURE_PORT"
+fi
 for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT"; do wait_for_port "$port"; done
 sleep 1  # with several workers, give the others time to bind their SO_REUSEPORT sockets
 
@@ -233,6 +246,7 @@ DURATION=2s run warmup nginx "$nginx_pid" "$NGINX_PORT" /100b
 if [ "$FLOOR" = 1 ]; then DURATION=2s run warmup floor "$floor_pid" "$FLOOR_PORT" /100b; fi
 if [ "$ONE_PORT" = 1 ]; then DURATION=2s run warmup oneport "$edge_pid" "$ONE_PORT_PORT" /100b; fi
 if [ "$ACCESS" = 1 ]; then DURATION=2s run warmup access "$access_pid" "$ACCESS_PORT" /100b; fi
+if [ "$PURE" = 1 ]; then DURATION=2s run warmup pure "$pure_pid" "$PURE_PORT" /100b; fi
 for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) -eq 1 ]; then order=("${targets[@]}"); else order=(); for t in "${targets[@]}"; do order=("$t" "${order[@]}"); done; fi
     for entry in "${scenarios[@]}"; do
@@ -244,6 +258,7 @@ for round in $(seq "$ROUNDS"); do
                 floor) pid=$floor_pid port=$FLOOR_PORT ;;
                 oneport) pid=$edge_pid port=$ONE_PORT_PORT ;;
                 access) pid=$access_pid port=$ACCESS_PORT ;;
+                pure) pid=$pure_pid port=$PURE_PORT ;;
             esac
             echo "round $round: $scenario: $target" >&2
             if [ -n "$header" ]; then
@@ -307,6 +322,23 @@ if [ "$ONE_PORT" = 1 ]; then
             -v pr="${requests[$o]}" -v ps="${seconds[$o]}" -v pc="${cpu[$o]}" 'BEGIN {
             erps = er / es; orps = pr / ps; ecpu = ec / hz / er * 1e6; ocpu = pc / hz / pr * 1e6
             printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx |\n", s, erps, orps, orps / erps, ecpu, ocpu, ocpu / ecpu
+        }'
+    done
+fi
+if [ "$PURE" = 1 ]; then
+    echo
+    echo "The pure-Python HTTP/1.1 engine (a second edge process with EDGE_PROXY_NO_EXTENSIONS=1) against the compiled one"
+    echo
+    echo "| scenario | pure req/s | compiled req/s | req/s compiled/pure | pure CPU us/req | compiled CPU us/req | CPU compiled/pure | pure above the relay | compiled above the relay |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for entry in "${scenarios[@]}"; do
+        IFS='|' read -r scenario _ _ <<<"$entry"
+        e="$scenario|edge" u="$scenario|pure" f="$scenario|floor"
+        awk -v s="$scenario" -v hz="$hz" -v er="${requests[$e]}" -v es="${seconds[$e]}" -v ec="${cpu[$e]}" \
+            -v ur="${requests[$u]}" -v us="${seconds[$u]}" -v uc="${cpu[$u]}" -v fr="${requests[$f]:-0}" -v fc="${cpu[$f]:-0}" 'BEGIN {
+            erps = er / es; urps = ur / us; ecpu = ec / hz / er * 1e6; ucpu = uc / hz / ur * 1e6
+            if (fr > 0) { fcpu = fc / hz / fr * 1e6; ua = sprintf("%.1f", ucpu - fcpu); ea = sprintf("%.1f", ecpu - fcpu) } else { ua = "-"; ea = "-" }
+            printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx | %s | %s |\n", s, urps, erps, erps / urps, ucpu, ecpu, ecpu / ucpu, ua, ea
         }'
     done
 fi

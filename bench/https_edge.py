@@ -98,6 +98,8 @@ def main() -> None:
     setup.add_argument("--grpc-port", type=int, default=1, help="its grpc_upstream (HTTP/1.1 requests never dial it)")
     setup.add_argument("--access-port", type=int, help="also edge-access.toml: the same edge on this port with the JSON access log")
     setup.add_argument("--access-admin-port", type=int, default=0)
+    setup.add_argument("--pure-port", type=int, help="also edge-pure.toml: the same edge on this port (run it on the pure-Python engine)")
+    setup.add_argument("--pure-admin-port", type=int, default=0)
     args = parser.parse_args()
     write_cert(args.directory / "cert")
     (args.directory / "state").mkdir(exist_ok=True)
@@ -106,13 +108,20 @@ def main() -> None:
         config += ONE_PORT_LISTENER.format(port=args.one_port_port, upstream_port=args.upstream_port, grpc_port=args.grpc_port)
     (args.directory / "edge.toml").write_text(config)
     if args.access_port:
-        access = CONFIG.format(
-            workers=args.workers, admin_port=args.access_admin_port, port=args.access_port, upstream_port=args.upstream_port
-        )
-        access = access.replace('state_dir = "state"', 'state_dir = "state-access"')
-        access = access.replace('"state/admin.token"', '"state-access/admin.token"')
-        (args.directory / "state-access").mkdir(exist_ok=True)
+        access = second_edge(args.directory, "access", args.workers, args.access_admin_port, args.access_port, args.upstream_port)
         (args.directory / "edge-access.toml").write_text(access + ACCESS_LOG)
+    if args.pure_port:
+        pure = second_edge(args.directory, "pure", args.workers, args.pure_admin_port, args.pure_port, args.upstream_port)
+        (args.directory / "edge-pure.toml").write_text(pure)
+
+
+def second_edge(directory: Path, name: str, workers: int, admin_port: int, port: int, upstream_port: int) -> str:
+    """The config of another edge process beside the first: the same, with ports and state of its own."""
+    config = CONFIG.format(workers=workers, admin_port=admin_port, port=port, upstream_port=upstream_port)
+    config = config.replace('state_dir = "state"', f'state_dir = "state-{name}"')
+    config = config.replace('"state/admin.token"', f'"state-{name}/admin.token"')
+    (directory / f"state-{name}").mkdir(exist_ok=True)
+    return config
 
 
 if __name__ == "__main__":

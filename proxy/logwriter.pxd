@@ -8,6 +8,7 @@ cdef class LineWriter:
     cdef int _fd
     cdef object _wake
     cdef object _pending
+    cdef bint _woken
     cdef object _thread
     cdef bint _closing
     cdef bint _failing

@@ -51,8 +51,9 @@ class LineWriter:
         self._fd = -1
         self._wake = threading.Event()
         # deque.append and popleft are atomic: a line costs no lock. The thread clears `_wake`
-        # before it takes lines, so a line appended after that sees it clear and sets it.
+        # and `_woken` before it takes lines, so a line appended after that sees it clear and sets it.
         self._pending: deque[object] = deque()
+        self._woken = False  # `_wake` was set since the thread last took lines
         self._thread: threading.Thread | None = None
         self._closing = False
         self._failing = False
@@ -69,7 +70,8 @@ class LineWriter:
             self._dropped += 1  # a lost count under a race only understates a report
             return
         pending.append(line)
-        if not self._wake.is_set():
+        if not self._woken:  # a plain flag: Event.is_set is a Python call on every line
+            self._woken = True
             self._wake.set()
 
     def reopen(self) -> None:
@@ -110,7 +112,10 @@ class LineWriter:
             self._wake.wait()
             if self._linger and not self._closing:
                 time.sleep(self._linger)
+            # Event first, flag second, lines last: a line appended before the flag is cleared
+            # is in this batch; one appended after it sets the event again.
             self._wake.clear()
+            self._woken = False
             batch = [pending.popleft() for _ in range(len(pending))]
             dropped, self._dropped = self._dropped, 0
             if dropped:
