@@ -238,6 +238,9 @@ def log_engine() -> None:
     """One line on which HTTP/1.1 engine serves: the compiled one, or why the pure-Python one."""
     if extensions.engine() == "compiled":
         log.info("HTTP/1.1 engine: compiled")
+        old = extensions.stale()
+        if old:
+            log.warning("the compiled HTTP/1.1 engine is older than its sources (%s): `make engine` rebuilds it", ", ".join(old))
     elif extensions.NO_EXTENSIONS:
         log.info("HTTP/1.1 engine: pure Python (EDGE_PROXY_NO_EXTENSIONS is set)")
     else:

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
+from pathlib import Path
 from types import ModuleType
 
 # Kept in step with setup.py's COMPILED list.
@@ -28,6 +29,7 @@ COMPILED_MODULES = (
     "proxy.connections",
 )
 NO_EXTENSIONS = bool(os.environ.get("EDGE_PROXY_NO_EXTENSIONS"))
+ROOT = Path(__file__).resolve().parent.parent  # the directory holding the `proxy` package
 
 
 class _SourcesFirst:
@@ -49,6 +51,22 @@ def prefer_sources() -> None:
     """From now on the compiled modules are imported from their sources (before any is imported)."""
     if not any(isinstance(finder, _SourcesFirst) for finder in sys.meta_path):
         sys.meta_path.insert(0, _SourcesFirst())
+
+
+def stale(root: Path = ROOT) -> list[str]:
+    """The compiled modules whose extension is older than their .py or .pxd beside it: a source
+    edited without `make engine` (the extension, not the edit, would run). `root`: the directory
+    holding the `proxy` package."""
+    found = []
+    for name in COMPILED_MODULES:
+        source = root.joinpath(*name.split(".")).with_suffix(".py")
+        built = sorted(source.parent.glob(source.stem + ".*.so"))
+        if not built:
+            continue
+        mtime = built[0].stat().st_mtime
+        if any(path.exists() and path.stat().st_mtime > mtime for path in (source, source.with_suffix(".pxd"))):
+            found.append(name)
+    return found
 
 
 def engine() -> str:

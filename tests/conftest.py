@@ -13,9 +13,9 @@ import pytest
 from proxy.certstore.store import CertStore
 from proxy.certstore.validate import NamePolicy
 from proxy.demo import DemoUpstreams
+from proxy.extensions import stale
 from proxy.tlsmaterial import TlsObjects
 from tests.support.browser import browser_page
-from tests.support.engine import stale_extensions
 from tests.support.grpc_echo import EchoUpstream, running_upstream
 from tests.support.listeners import GRPC_SERVING, GrpcServing, new_store
 from tests.support.pki import POLICY, SERVER_IP, SERVER_NAME, Issuer, Leaf, Pki, ca_and_leaf
@@ -24,9 +24,9 @@ from tests.support.web import Upstream, upstream
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse to test a compiled engine older than its sources: it would test other code."""
-    stale = stale_extensions()
-    if stale:
-        pytest.exit(f"compiled engine older than its sources ({', '.join(stale)}): run `make engine`", returncode=2)
+    old = stale()
+    if old:
+        pytest.exit(f"compiled engine older than its sources ({', '.join(old)}): run `make engine`", returncode=2)
 
 
 @pytest.fixture

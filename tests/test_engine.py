@@ -62,6 +62,16 @@ async def test_the_edge_says_which_engine_serves_and_either_one_proxies(
         await edge.stop()
 
 
+def test_a_source_edited_after_the_build_is_named_as_stale(tmp_path: Path) -> None:
+    if extensions.NO_EXTENSIONS or extension("proxy.http1.client") is None:
+        pytest.skip("needs the built extensions")
+    shutil.copytree(ROOT / "proxy", tmp_path / "proxy", ignore=shutil.ignore_patterns("__pycache__"))
+    assert extensions.stale(tmp_path) == []
+    later = time.time() + 5
+    os.utime(tmp_path / "proxy" / "http1" / "client.pxd", (later, later))
+    assert extensions.stale(tmp_path) == ["proxy.http1.client"]
+
+
 @pytest.mark.slow
 def test_without_a_c_compiler_the_install_keeps_the_pure_python_engine(tmp_path: Path) -> None:
     # A copy of the sources with the C files Cython made (mtimes kept, so it does not translate
