@@ -255,9 +255,9 @@ class UpstreamConnection:
 
 
 class UpstreamPool:
-    __slots__ = ("_closed", "_connect_timeout", "_idle", "_loop", "_sweeper", "label", "upstream")
-
     """Connections to one upstream: connect on demand, keep idle ones (most recent first)."""
+
+    __slots__ = ("_closed", "_connect_timeout", "_idle", "_loop", "_sweeper", "label", "upstream")
 
     def __init__(self, upstream: HttpUpstream, connect_timeout: float) -> None:
         self.upstream = upstream
