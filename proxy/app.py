@@ -224,7 +224,6 @@ def run_edge(config: Config) -> int:
     """
     # Until the loop handles it (serve): logrotate's SIGUSR1 must never end the edge.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    log_engine()
     policies = policy_contexts(config)
     workers = Workers()
     index = workers.fork(config.server.workers - 1)
@@ -271,6 +270,8 @@ async def serve(
     `workers`: in the first process, the forked siblings it signals and waits for; in a worker,
     its line back to the first process."""
     loop = asyncio.get_running_loop()
+    if worker_index == 0:
+        log_engine()
     edge = Edge(config, worker_index=worker_index, policies=policies)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
