@@ -4,10 +4,19 @@ cimport cython
 from proxy.logwriter cimport LineWriter
 
 
+cdef class _MillisecondTimestamps:
+    cdef object _format
+    cdef long long _last_ms
+    cdef str _last
+
+    @cython.locals(ms=cython.longlong)
+    cpdef str stamp(self, double now)
+
+
 cdef class ListenerAccess:
     cdef str _name
     cdef bint _json
-    cdef object _timestamps
+    cdef _MillisecondTimestamps _timestamps
     cdef LineWriter _writer
 
     @cython.locals(now=double, duration_ms=double, micros=cython.longlong)
