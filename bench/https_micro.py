@@ -7,7 +7,7 @@ parsing, routing, head rewriting, framing, pooling, timers and metrics: the part
 per-request cost that this code owns. On a machine shared with other work it is a far steadier
 figure than a load test, so it is the one to compare changes with.
 
-Usage: python bench/https_micro.py [--requests N] [--rounds R] [--access off|json|text]
+Usage: python bench/https_micro.py [--requests N] [--rounds R] [--access off|json|text] [--scenario 100b|64k|new]
 (`--access`: with the access log on, its lines written to /dev/null by its writer thread.)
 """
 
@@ -137,7 +137,11 @@ def measure(run: Callable[[int], None], requests: int, rounds: int) -> float:
     return best
 
 
-async def main(requests: int, rounds: int, access_format: str) -> None:
+# Short names for --scenario.
+SCENARIOS = {"100b": "keep-alive 100 B", "64k": "keep-alive 64 KiB", "new": "new connection per request"}
+
+
+async def main(requests: int, rounds: int, access_format: str, only: str | None = None) -> None:
     access = None if access_format == "off" else AccessLog(access_format, LineWriter(Path(os.devnull)))
     if access is not None:
         access.start()
@@ -150,7 +154,8 @@ async def main(requests: int, rounds: int, access_format: str) -> None:
     print("| scenario | edge Python us/request |")
     print("| --- | ---: |")
     for name, run in scenarios.items():
-        print(f"| {name} | {measure(run, requests, rounds):.2f} |", flush=True)
+        if only is None or name == SCENARIOS[only]:
+            print(f"| {name} | {measure(run, requests, rounds):.2f} |", flush=True)
     rig.shared.tally.flush()
     if access is not None:
         access.close()
@@ -161,5 +166,6 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--access", choices=["off", "json", "text"], default="off")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), help="run only this one (default: all three)")
     args = parser.parse_args()
-    uvloop.run(main(args.requests, args.rounds, args.access))
+    uvloop.run(main(args.requests, args.rounds, args.access, args.scenario))
