@@ -4,12 +4,16 @@ cimport cython
 from proxy.logwriter cimport LineWriter
 
 
-cdef class _MillisecondTimestamps:
-    cdef object _format
-    cdef long long _last_ms
-    cdef str _last
+cdef tuple THOUSANDTHS
 
-    @cython.locals(ms=cython.longlong)
+
+cdef class _MillisecondTimestamps:
+    cdef long long _last_ms
+    cdef long long _second
+    cdef str _last
+    cdef str _prefix
+
+    @cython.locals(ms=cython.longlong, second=cython.longlong)
     cpdef str stamp(self, double now)
 
 
@@ -18,6 +22,13 @@ cdef class ListenerAccess:
     cdef bint _json
     cdef _MillisecondTimestamps _timestamps
     cdef LineWriter _writer
+    cdef str _client
+    cdef object _tls_version
+    cdef str _protocol
+    cdef str _head
+    cdef str _tail
+
+    cdef _connection_json(self, str client, object tls_version, str protocol)
 
     @cython.locals(now=double, duration_ms=double, micros=cython.longlong)
     cpdef request(
@@ -37,6 +48,7 @@ cdef class ListenerAccess:
     )
 
 
+@cython.no_gc
 cdef class AccessEntry:
     cdef public ListenerAccess access
     cdef public double began
@@ -59,3 +71,17 @@ cdef dict _QUOTED
 
 @cython.locals(text=str)
 cdef str _quoted(object value)
+
+
+cpdef AccessEntry new_entry(
+    ListenerAccess access,
+    str client,
+    object tls_version,
+    object method,
+    object host,
+    object path,
+    double began,
+    Py_ssize_t bytes_in,
+    object upstream,
+    str protocol=*,
+)

@@ -6,10 +6,12 @@ an HTTP/2 engine calls the same, with protocol "HTTP/2" or "gRPC") or `.connecti
 relay, which sees no calls). It knows nothing of sockets or parsers; lines go out through a
 `LineWriter`, never from the event loop.
 
-The HTTP/1.1 path calls this once per request, so a JSON request line is one f-string:
-its keys and separators are constant, the strings lines repeat (listener, client address,
-method, host, upstream, TLS version) are quoted once and kept, only the path is escaped each
-time, and the timestamp text is made once a millisecond. Rarer lines go through orjson.
+The HTTP/1.1 path calls this once per request, so a JSON request line is one f-string of a
+dozen pieces: what a connection's lines share (listener, client address, protocol, TLS version)
+is quoted once per connection, the other strings lines repeat (method, host, upstream, status)
+are quoted once and kept, only the path is escaped each time, the timestamp text is made once a
+millisecond (its date and time once a second), and the fractions come from a table. Rarer lines
+go through orjson.
 """
 
 from __future__ import annotations
@@ -20,45 +22,48 @@ from time import time as wall_clock
 
 import orjson
 
-from proxy.logs import Timestamps
+from proxy.logs import THOUSANDTHS, second_text
 from proxy.logwriter import LineWriter
 
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 class _MillisecondTimestamps:
-    """Timestamps, the last one kept: at tens of thousands of lines a second, most lines share
-    their millisecond with the line before."""
+    """Timestamps without their "Z", the last one kept: at tens of thousands of lines a second,
+    most lines share their millisecond with the line before, and all of them their second."""
 
-    __slots__ = ("_format", "_last", "_last_ms")
+    __slots__ = ("_last", "_last_ms", "_prefix", "_second")
 
     def __init__(self) -> None:
-        self._format = Timestamps()
-        self._last_ms = -1
-        self._last = ""
+        self._last_ms = self._second = -1
+        self._last = self._prefix = ""
 
     def stamp(self, now: float) -> str:
         ms = int(now * 1000)
         if ms != self._last_ms:
             self._last_ms = ms
-            self._last = self._format(now)
+            second = ms // 1000
+            if second != self._second:
+                self._second = second
+                self._prefix = second_text(second)
+            self._last = self._prefix + THOUSANDTHS[ms - second * 1000]
         return self._last
 
 
-# JSON texts of the strings access lines repeat, made once: few distinct values in practice
-# (listeners, methods, upstreams, TLS versions, hosts and client addresses), bounded all the same.
-_QUOTED: dict[str | None, str] = {None: "null"}
+# JSON texts of the values access lines repeat, made once: few distinct ones in practice
+# (methods, upstreams, hosts, statuses, gRPC status names), bounded all the same.
+_QUOTED: dict[str | int | None, str] = {None: "null"}
 _MAX_QUOTED = 4096
 
 
-def _quoted(value: str | None) -> str:
-    """`value` as a JSON string (ASCII, escaped), or null."""
+def _quoted(value: str | int | None) -> str:
+    """`value` as JSON: a string (ASCII, escaped), a number, or null."""
     text = _QUOTED.get(value)
     if text is None:
         if len(_QUOTED) >= _MAX_QUOTED:
             _QUOTED.clear()
             _QUOTED[None] = "null"
-        text = _QUOTED[value] = _json_string(value or "")  # None is always there: only strings miss
+        text = _QUOTED[value] = str(value) if isinstance(value, int) else _json_string(value or "")
     return text
 
 
@@ -97,13 +102,24 @@ class AccessLog:
 class ListenerAccess:
     """The access log as one listener's connections use it (`Shared.access`)."""
 
-    __slots__ = ("_json", "_name", "_timestamps", "_writer")
+    __slots__ = ("_client", "_head", "_json", "_name", "_protocol", "_tail", "_timestamps", "_tls_version", "_writer")
 
     def __init__(self, log: AccessLog, name: str) -> None:
         self._name = name
         self._json = log.json
         self._timestamps = log.timestamps
         self._writer = log.writer
+        # The JSON around the fields of the last connection that wrote a line: its lines (and
+        # most lines) come one after another.
+        self._client = self._head = self._tail = ""
+        self._tls_version: str | None = None
+        self._protocol: str | None = None  # no line yet: the first one makes them
+
+    def _connection_json(self, client: str, tls_version: str | None, protocol: str) -> None:
+        """The JSON a connection's lines share: from the listener to the method's key, and the TLS version."""
+        self._client, self._tls_version, self._protocol = client, tls_version, protocol
+        self._head = f',"listener":{_json_string(self._name)},"client":{_json_string(client)},"protocol":{_json_string(protocol)},"method":'
+        self._tail = f',"tls_version":{"null" if tls_version is None else _json_string(tls_version)}'
 
     def request(
         self,
@@ -142,18 +158,18 @@ class ListenerAccess:
             )
             self._text_line(now, protocol, client, fields, reason)
             return
-        # One f-string: the keys and separators are constants, compiled or not the fastest way
+        # One f-string: its keys and separators are constants, compiled or not the fastest way
         # to put fourteen values in a line.
-        status_text = _quoted(status) if isinstance(status, str) else ("null" if status is None else str(status))
-        path_text = "null" if path is None else _json_string(path)
+        if client != self._client or tls_version != self._tls_version or protocol != self._protocol:
+            self._connection_json(client, tls_version, protocol)
         reason_text = "" if reason is None else ',"reason":' + _quoted(reason)
         line = (
-            f'{{"ts":"{self._timestamps.stamp(now)}","listener":{_quoted(self._name)},"client":{_quoted(client)},'
-            f'"protocol":{_quoted(protocol)},"method":{_quoted(method)},"host":{_quoted(host)},"path":{path_text},'
-            f'"status":{status_text},"bytes_in":{bytes_in},"bytes_out":{bytes_out},"duration_ms":{micros // 1000}.{micros % 1000:03d},'
-            f'"upstream":{_quoted(upstream)},"tls_version":{_quoted(tls_version)}{reason_text}}}\n'
+            f'{{"ts":"{self._timestamps.stamp(now)}Z"{self._head}{_quoted(method)},"host":{_quoted(host)},'
+            f'"path":{"null" if path is None else _json_string(path)},"status":{_quoted(status)},"bytes_in":{bytes_in},'
+            f'"bytes_out":{bytes_out},"duration_ms":{micros // 1000}{THOUSANDTHS[micros % 1000]},"upstream":{_quoted(upstream)}'
+            f"{self._tail}{reason_text}}}\n"
         )
-        self._writer.write(line.encode())
+        self._writer.write(line)
 
     def connection(
         self,
@@ -186,19 +202,23 @@ class ListenerAccess:
         if not self._json:
             self._text_line(now, protocol, client, fields[3:], reason)
             return
-        line: dict[str, object] = {"ts": self._timestamps.stamp(now), "listener": self._name, "client": client, "protocol": protocol}
+        line: dict[str, object] = {"ts": self._timestamps.stamp(now) + "Z", "listener": self._name, "client": client, "protocol": protocol}
         line.update(fields)
         if reason is not None:
             line["reason"] = reason
-        self._writer.write(orjson.dumps(line, option=_NEWLINE))
+        self._writer.write(orjson.dumps(line, option=_NEWLINE).decode())
 
     def _text_line(self, now: float, protocol: str, client: str, fields: tuple[tuple[str, object], ...], reason: str | None) -> None:
-        stamp = self._timestamps.stamp(now)
-        parts = [stamp, f"listener={_text_value(self._name)}", f"client={_text_value(client)}", f"protocol={protocol}"]
+        parts = [
+            self._timestamps.stamp(now) + "Z",
+            f"listener={_text_value(self._name)}",
+            f"client={_text_value(client)}",
+            f"protocol={protocol}",
+        ]
         parts += [f"{key}={_text_value(value)}" for key, value in fields]
         if reason is not None:
             parts.append(f"reason={reason}")
-        self._writer.write((" ".join(parts) + "\n").encode("utf-8", "backslashreplace"))
+        self._writer.write(" ".join(parts) + "\n")
 
 
 # A request whose client left before it was answered, as nginx logs it.
@@ -207,7 +227,8 @@ CLIENT_CLOSED = 499
 
 class AccessEntry:
     """What one request's access log line needs, gathered while it runs by the engine that
-    answers it. Made only while the access log is on; mutable, owned by one request."""
+    answers it (made by `new_entry`). Made only while the access log is on; mutable, owned by
+    one request."""
 
     __slots__ = (
         "access",
@@ -225,32 +246,19 @@ class AccessEntry:
         "upstream",
     )
 
-    def __init__(
-        self,
-        access: ListenerAccess,
-        client: str,
-        tls_version: str | None,
-        method: str | None,
-        host: str | None,
-        path: str | None,
-        began: float,
-        bytes_in: int,
-        upstream: str | None,
-        protocol: str = "HTTP/1.1",
-    ) -> None:
-        self.access = access
-        self.protocol = protocol
-        self.client = client
-        self.tls_version = tls_version
-        self.method = method
-        self.host = host
-        self.path = path
-        self.began = began
-        self.bytes_in = bytes_in
-        self.bytes_out = 0
-        self.status = 0
-        self.reason: str | None = None
-        self.upstream = upstream
+    access: ListenerAccess
+    began: float
+    bytes_in: int
+    bytes_out: int
+    client: str
+    host: str | None
+    method: str | None
+    path: str | None
+    protocol: str
+    reason: str | None
+    status: int | str | None
+    tls_version: str | None
+    upstream: str | None
 
     def write(self, status: int | str | None = None, reason: str | None = None) -> None:
         self.access.request(
@@ -267,3 +275,34 @@ class AccessEntry:
             self.upstream,
             self.reason if reason is None else reason,
         )
+
+
+def new_entry(
+    access: ListenerAccess,
+    client: str,
+    tls_version: str | None,
+    method: str | None,
+    host: str | None,
+    path: str | None,
+    began: float,
+    bytes_in: int,
+    upstream: str | None,
+    protocol: str = "HTTP/1.1",
+) -> AccessEntry:
+    """The entry of a request whose head just arrived. A function rather than a constructor:
+    compiled, it is one C call that fills the fields, where a constructor parses its arguments."""
+    entry = AccessEntry.__new__(AccessEntry)
+    entry.access = access
+    entry.protocol = protocol
+    entry.client = client
+    entry.tls_version = tls_version
+    entry.method = method
+    entry.host = host
+    entry.path = path
+    entry.began = began
+    entry.bytes_in = bytes_in
+    entry.bytes_out = 0
+    entry.status = 0
+    entry.reason = None
+    entry.upstream = upstream
+    return entry

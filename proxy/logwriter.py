@@ -34,7 +34,9 @@ def report(message: str) -> None:
 
 
 class LineWriter:
-    """Appends lines (UTF-8 bytes, each ending in a newline) to standard output, standard error or a file.
+    """Appends lines (text, each ending in a newline) to standard output, standard error or a file,
+    as UTF-8 (what cannot be encoded written as backslash escapes). A batch of lines is joined
+    and encoded once, in the writer thread.
 
     Writes directly (blocking) until `start()`, through its thread from then until `close()`:
     a process starts the thread only after it forks its workers, so none is copied into a child.
@@ -61,7 +63,7 @@ class LineWriter:
 
     # --- what callers use ---------------------------------------------------------------------
 
-    def write(self, line: bytes) -> None:
+    def write(self, line: str) -> None:
         if self._thread is None:
             self._write_now([line])
             return
@@ -127,7 +129,7 @@ class LineWriter:
                 return
 
     def _write_batch(self, batch: list[object]) -> None:
-        lines: list[bytes] = []
+        lines: list[str] = []
         for item in batch:
             if item is _REOPEN:
                 self._write_now(lines)
@@ -137,10 +139,10 @@ class LineWriter:
                 lines.append(item)  # type: ignore[arg-type]
         self._write_now(lines)
 
-    def _write_now(self, lines: list[bytes]) -> None:
+    def _write_now(self, lines: list[str]) -> None:
         if not lines:
             return
-        data = b"".join(lines)
+        data = "".join(lines).encode("utf-8", "backslashreplace")
         try:
             fd = self._open()
             while data:

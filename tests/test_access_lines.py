@@ -68,3 +68,24 @@ def test_every_json_access_line_is_one_json_object_with_the_values_given(
     assert line.get("reason") == reason and ("reason" in line) == (reason is not None)
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
     assert line["ts"].endswith("Z")
+
+
+connections = st.tuples(texts, maybe_texts, st.sampled_from(["HTTP/1.1", "HTTP/2", "gRPC"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(lines=st.lists(st.tuples(connections, maybe_texts, statuses), min_size=1, max_size=8))
+def test_lines_of_one_listener_each_name_their_own_connection(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[tuple[tuple[str, str | None, str], str | None, int | str | None]]
+) -> None:
+    """A listener's lines come from many connections, interleaved: each line names the client,
+    TLS version and protocol of the request it records, never those of the line before."""
+    target = tmp_path_factory.mktemp("access") / "access.log"
+    access = AccessLog("json", LineWriter(target)).for_listener("https")
+    began = time.monotonic()
+    for (client, tls_version, protocol), path, status in lines:
+        access.request(protocol, client, tls_version, "GET", "edge.example", path, status, 1, 2, began, "127.0.0.1:8080", None)
+    written = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [(line["client"], line["tls_version"], line["protocol"], line["path"], line["status"]) for line in written] == [
+        (client, tls_version, protocol, path, status) for (client, tls_version, protocol), path, status in lines
+    ]

@@ -34,7 +34,7 @@ from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
-from proxy.accesslog import AccessEntry, ListenerAccess
+from proxy.accesslog import AccessEntry, ListenerAccess, new_entry
 from proxy.connections import Shared
 from proxy.h2.grpc import GrpcCall, GrpcUpstreamLink
 from proxy.h2.request import interpret_h2, is_grpc
@@ -396,7 +396,7 @@ class H2Server(asyncio.Protocol):
         """The access log's record of a request (or gRPC call) whose head just arrived."""
         fields = {name: value for name, value in headers if name[:1] == b":"}
         method, authority, path = fields.get(b":method"), fields.get(b":authority"), fields.get(b":path")
-        return AccessEntry(
+        return new_entry(
             access,
             self._client,
             self._tls_version,

@@ -1,9 +1,10 @@
 # The types proxy/http1/client.py is compiled with (setup.py); the .py is the source of behaviour.
-from proxy.accesslog cimport AccessEntry, ListenerAccess
+from proxy.accesslog cimport AccessEntry, ListenerAccess, new_entry
 from proxy.connections cimport Shared
 from proxy.http1.exchange cimport ClientSide, Exchange
 from proxy.http1.request cimport Request
 from proxy.http1.upstream cimport UpstreamPool
+from proxy.http1.wire cimport total_length
 
 
 cdef class ClientConnection(ClientSide):

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
+from time import monotonic
 from typing import cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from proxy.accesslog import AccessEntry
+from proxy.accesslog import AccessEntry, new_entry
 from proxy.connections import Shared
 from proxy.http1.exchange import PAUSE_QUEUE, PAUSE_STOP, ClientSide, Exchange
 from proxy.http1.request import Refused, Request, interpret
 from proxy.http1.routing import Router
 from proxy.http1.upstream import UpstreamPool
-from proxy.http1.wire import MAX_HEAD_BYTES, MAX_HEADERS, Headers
+from proxy.http1.wire import MAX_HEAD_BYTES, MAX_HEADERS, Headers, total_length
 
 log = logging.getLogger("proxy.http")
 
@@ -124,7 +124,7 @@ class ClientConnection(ClientSide):
         peer = transport.get_extra_info("peername")
         self._client_ip = str(peer[0]).encode() if peer else b"unknown"
         if self._access is not None:
-            self._began = time.monotonic()
+            self._began = monotonic()
             self._log_client = str(peer[0]) if peer else "unknown"
             ssl_object = transport.get_extra_info("ssl_object")
             self._tls_version = ssl_object.version() if ssl_object is not None else None
@@ -207,7 +207,7 @@ class ClientConnection(ClientSide):
             return
         if len(pieces) == 1:
             self.transport.write(pieces[0])
-        elif sum(map(len, pieces)) < _JOIN_BELOW:
+        elif total_length(pieces) < _JOIN_BELOW:
             self.transport.write(b"".join(pieces))
         else:
             self.transport.writelines(pieces)
@@ -260,7 +260,7 @@ class ClientConnection(ClientSide):
 
     def on_message_begin(self) -> None:
         if self._access is not None:
-            self._began = time.monotonic()
+            self._began = monotonic()
         self._in_head = True
         self._url = b""
         self._headers = []
@@ -276,9 +276,10 @@ class ClientConnection(ClientSide):
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
+        method = parser.get_method()
         try:
             request, pool = interpret(
-                parser.get_method(),
+                method,
                 parser.get_http_version(),
                 self._url,
                 self._headers,
@@ -292,7 +293,7 @@ class ClientConnection(ClientSide):
             self._refuse(e.status)
         exchange = Exchange(self, self._shared, request, pool, 0 if pool is not None else 404)
         if self._access is not None:
-            exchange.log = self._access_entry(parser.get_method(), request.host, pool)
+            exchange.log = self._access_entry(method, request.host, pool)
         self._queue.append(exchange)
         self._incoming = exchange
         if len(self._queue) > MAX_QUEUED:
@@ -348,7 +349,7 @@ class ClientConnection(ClientSide):
         assert self._access is not None
         url = self._url
         size = self._head_size + _HEAD_FRAMING + (len(method) if method else 0)
-        return AccessEntry(
+        return new_entry(
             self._access,
             self._log_client,
             self._tls_version,

@@ -4,7 +4,7 @@ from proxy.connections cimport Shared
 from proxy.http1.leg cimport UpstreamLeg
 from proxy.http1.request cimport HeadLimit, Request
 from proxy.http1.upstream cimport ResponseSink, UpstreamConnection, UpstreamPool
-from proxy.http1.wire cimport ResponseFacts, chunk_size_line
+from proxy.http1.wire cimport ResponseFacts, chunk_size_line, total_length
 
 
 cdef class ClientSide(HeadLimit):

@@ -13,7 +13,7 @@ from proxy.connections import Shared
 from proxy.http1.leg import UpstreamLeg
 from proxy.http1.request import LOCAL_REASONS, HeadLimit, Request
 from proxy.http1.upstream import LENGTH, NO_BODY, UNTIL_CLOSE, UpstreamConnection, UpstreamPool
-from proxy.http1.wire import LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, client_response_head, edge_response
+from proxy.http1.wire import LAST_CHUNK, Headers, ResponseFacts, chunk_size_line, client_response_head, edge_response, total_length
 
 # Why a client connection stops reading; reading resumes when no reason is left.
 PAUSE_UPSTREAM, PAUSE_BUFFER, PAUSE_QUEUE, PAUSE_STOP = 1, 2, 4, 8
@@ -191,7 +191,7 @@ class Exchange(UpstreamLeg):
             self._out = []
             self.client.write_pieces(out)
             if self.log is not None:
-                self.log.bytes_out += sum(map(len, out))
+                self.log.bytes_out += total_length(out)
         if self._resp_done and not self.finished:
             self._finish()
 

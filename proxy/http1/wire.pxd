@@ -45,6 +45,9 @@ cpdef bytes status_line(int status, bytes reason)
 
 cpdef bytes chunk_size_line(Py_ssize_t size)
 
+@cython.locals(total=Py_ssize_t, piece=bytes)
+cpdef Py_ssize_t total_length(list pieces)
+
 @cython.locals(out=list, xff=bytes)
 cpdef bytes upstream_request_head(
     bytes method,
