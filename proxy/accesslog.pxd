@@ -17,6 +17,9 @@ cdef class _MillisecondTimestamps:
     cpdef str stamp(self, double now)
 
 
+cdef class AccessEntry
+
+
 cdef class ListenerAccess:
     cdef str _name
     cdef bint _json
@@ -30,7 +33,7 @@ cdef class ListenerAccess:
 
     cdef _connection_json(self, str client, object tls_version, str protocol)
 
-    @cython.locals(now=double, duration_ms=double, micros=cython.longlong)
+    @cython.locals(entry=AccessEntry)
     cpdef request(
         self,
         str protocol,
@@ -47,11 +50,16 @@ cdef class ListenerAccess:
         object reason=*,
     )
 
+    @cython.locals(micros=cython.longlong, path=object, reason=object)
+    cpdef str line(self, AccessEntry entry)
+
 
 @cython.no_gc
 cdef class AccessEntry:
     cdef public ListenerAccess access
     cdef public double began
+    cdef public double ended
+    cdef public double wall
     cdef public Py_ssize_t bytes_in
     cdef public Py_ssize_t bytes_out
     cdef public str client
@@ -65,6 +73,8 @@ cdef class AccessEntry:
     cdef public object upstream
 
     cpdef write(self, object status=*, object reason=*)
+    cpdef end(self)
+    cpdef str line(self)
 
 
 cdef dict _QUOTED
@@ -73,6 +83,7 @@ cdef dict _QUOTED
 cdef str _quoted(object value)
 
 
+@cython.locals(entry=AccessEntry)
 cpdef AccessEntry new_entry(
     ListenerAccess access,
     str client,

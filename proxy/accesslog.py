@@ -1,17 +1,20 @@
 """The access log (`log.access`, `log.access_file`): one line per HTTP request, WebSocket session,
 redirect and relayed gRPC connection, as JSON or as key=value text.
 
-Owns the line formats and their fields. Engines call `ListenerAccess.request` (HTTP/1.1 today;
-an HTTP/2 engine calls the same, with protocol "HTTP/2" or "gRPC") or `.connection` (the gRPC
-relay, which sees no calls). It knows nothing of sockets or parsers; lines go out through a
-`LineWriter`, never from the event loop.
+Owns the line formats and their fields. Engines gather a request's fields in an `AccessEntry`
+(`new_entry`) as it runs and `write()` it when it ends (HTTP/1.1, HTTP/2 and gRPC calls), or
+call `ListenerAccess.request` with all of them at once (redirects), or `.connection` (the gRPC
+relay, which sees no calls). It knows nothing of sockets or parsers.
 
-The HTTP/1.1 path calls this once per request, so a JSON request line is one f-string of a
-dozen pieces: what a connection's lines share (listener, client address, protocol, TLS version)
-is quoted once per connection, the other strings lines repeat (method, host, upstream, status)
-are quoted once and kept, only the path is escaped each time, the timestamp text is made once a
-millisecond (its date and time once a second), and the fractions come from a table. Rarer lines
-go through orjson.
+A request's line is made where lines are written, by the `LineWriter`'s thread: the event loop
+only records the end's two clock readings and hands the entry over. Made in batches of
+hundreds, one after another, lines cost a fraction of what the same code costs interleaved
+with a request's TLS, parsing and system calls. A JSON line is one f-string of a dozen pieces:
+what a connection's lines share (listener, client address, protocol, TLS version) is quoted
+once per connection, the other strings lines repeat (method, host, upstream, status) are
+quoted once and kept, only the path is escaped each time, the timestamp text is made once a
+millisecond (its date and time once a second), and the fractions come from a table. Rare lines
+are made on the spot, through orjson.
 """
 
 from __future__ import annotations
@@ -138,38 +141,46 @@ class ListenerAccess:
     ) -> None:
         """One HTTP request (or WebSocket session) ended. `began`: its `monotonic()` when
         its head began; `status`: an int, or a gRPC status name; `reason`: why the edge answered
-        itself (no_route, upstream_unreachable, ...), None when the upstream answered. The hook
-        for every engine: HTTP/1.1 calls it with protocol "HTTP/1.1", an HTTP/2 engine with
-        "HTTP/2" or, for a call it decodes, "gRPC"."""
-        now = wall_clock()
-        micros = int((monotonic() - began) * 1_000_000)
-        duration_ms = micros / 1000  # round() costs 4x this
+        itself (no_route, upstream_unreachable, ...), None when the upstream answered. For an
+        engine that has all of a request's fields at its end; the others gather them in an
+        `AccessEntry` as the request runs, which writes the same line."""
+        entry = new_entry(self, client, tls_version, method, host, path, began, bytes_in, upstream, protocol)
+        entry.bytes_out = bytes_out
+        entry.status = status
+        entry.reason = reason
+        entry.end()
+
+    def line(self, entry: AccessEntry) -> str:
+        """The line of a request that ended, made where lines are written (the writer thread
+        once it runs): the event loop only hands over the entry. The caches below are this
+        method's alone, so one thread at a time uses them."""
+        micros = int((entry.ended - entry.began) * 1_000_000)
         if not self._json:
             fields = (
-                ("method", method),
-                ("host", host),
-                ("path", path),
-                ("status", status),
-                ("bytes_in", bytes_in),
-                ("bytes_out", bytes_out),
-                ("duration_ms", duration_ms),
-                ("upstream", upstream),
-                ("tls_version", tls_version),
+                ("method", entry.method),
+                ("host", entry.host),
+                ("path", entry.path),
+                ("status", entry.status),
+                ("bytes_in", entry.bytes_in),
+                ("bytes_out", entry.bytes_out),
+                ("duration_ms", micros / 1000),  # round() costs 4x this
+                ("upstream", entry.upstream),
+                ("tls_version", entry.tls_version),
             )
-            self._text_line(now, protocol, client, fields, reason)
-            return
+            return _text_line(self._timestamps.stamp(entry.wall), self._name, entry.protocol, entry.client, fields, entry.reason)
         # One f-string: its keys and separators are constants, compiled or not the fastest way
         # to put fourteen values in a line.
-        if client != self._client or tls_version != self._tls_version or protocol != self._protocol:
-            self._connection_json(client, tls_version, protocol)
+        if entry.client != self._client or entry.tls_version != self._tls_version or entry.protocol != self._protocol:
+            self._connection_json(entry.client, entry.tls_version, entry.protocol)
+        path = entry.path
+        reason = entry.reason
         reason_text = "" if reason is None else ',"reason":' + _quoted(reason)
-        line = (
-            f'{{"ts":"{self._timestamps.stamp(now)}Z"{self._head}{_quoted(method)},"host":{_quoted(host)},'
-            f'"path":{"null" if path is None else _json_string(path)},"status":{_quoted(status)},"bytes_in":{bytes_in},'
-            f'"bytes_out":{bytes_out},"duration_ms":{micros // 1000}{THOUSANDTHS[micros % 1000]},"upstream":{_quoted(upstream)}'
+        return (
+            f'{{"ts":"{self._timestamps.stamp(entry.wall)}Z"{self._head}{_quoted(entry.method)},"host":{_quoted(entry.host)},'
+            f'"path":{"null" if path is None else _json_string(path)},"status":{_quoted(entry.status)},"bytes_in":{entry.bytes_in},'
+            f'"bytes_out":{entry.bytes_out},"duration_ms":{micros // 1000}{THOUSANDTHS[micros % 1000]},"upstream":{_quoted(entry.upstream)}'
             f"{self._tail}{reason_text}}}\n"
         )
-        self._writer.write(line)
 
     def connection(
         self,
@@ -198,27 +209,30 @@ class ListenerAccess:
             ("tls_version", tls_version),
             ("streams", streams),
         )
-        now = wall_clock()
+        stamp = _stamp(wall_clock())
         if not self._json:
-            self._text_line(now, protocol, client, fields[3:], reason)
+            self._writer.write(_text_line(stamp, self._name, protocol, client, fields[3:], reason))
             return
-        line: dict[str, object] = {"ts": self._timestamps.stamp(now) + "Z", "listener": self._name, "client": client, "protocol": protocol}
+        line: dict[str, object] = {"ts": stamp + "Z", "listener": self._name, "client": client, "protocol": protocol}
         line.update(fields)
         if reason is not None:
             line["reason"] = reason
         self._writer.write(orjson.dumps(line, option=_NEWLINE).decode())
 
-    def _text_line(self, now: float, protocol: str, client: str, fields: tuple[tuple[str, object], ...], reason: str | None) -> None:
-        parts = [
-            self._timestamps.stamp(now) + "Z",
-            f"listener={_text_value(self._name)}",
-            f"client={_text_value(client)}",
-            f"protocol={protocol}",
-        ]
-        parts += [f"{key}={_text_value(value)}" for key, value in fields]
-        if reason is not None:
-            parts.append(f"reason={reason}")
-        self._writer.write(" ".join(parts) + "\n")
+
+def _stamp(now: float) -> str:
+    """The timestamp (without its "Z") of a rare line, made on the spot."""
+    ms = int(now * 1000)
+    second = ms // 1000
+    return second_text(second) + THOUSANDTHS[ms - second * 1000]
+
+
+def _text_line(stamp: str, listener: str, protocol: str, client: str, fields: tuple[tuple[str, object], ...], reason: str | None) -> str:
+    parts = [stamp + "Z", f"listener={_text_value(listener)}", f"client={_text_value(client)}", f"protocol={protocol}"]
+    parts += [f"{key}={_text_value(value)}" for key, value in fields]
+    if reason is not None:
+        parts.append(f"reason={reason}")
+    return " ".join(parts) + "\n"
 
 
 # A request whose client left before it was answered, as nginx logs it.
@@ -228,7 +242,7 @@ CLIENT_CLOSED = 499
 class AccessEntry:
     """What one request's access log line needs, gathered while it runs by the engine that
     answers it (made by `new_entry`). Made only while the access log is on; mutable, owned by
-    one request."""
+    one request until it ends, then by the log's writer, which makes its line."""
 
     __slots__ = (
         "access",
@@ -236,6 +250,7 @@ class AccessEntry:
         "bytes_in",
         "bytes_out",
         "client",
+        "ended",
         "host",
         "method",
         "path",
@@ -244,10 +259,13 @@ class AccessEntry:
         "status",
         "tls_version",
         "upstream",
+        "wall",
     )
 
     access: ListenerAccess
     began: float
+    ended: float
+    wall: float
     bytes_in: int
     bytes_out: int
     client: str
@@ -261,20 +279,21 @@ class AccessEntry:
     upstream: str | None
 
     def write(self, status: int | str | None = None, reason: str | None = None) -> None:
-        self.access.request(
-            self.protocol,
-            self.client,
-            self.tls_version,
-            self.method,
-            self.host,
-            self.path,
-            self.status if status is None else status,
-            self.bytes_in,
-            self.bytes_out,
-            self.began,
-            self.upstream,
-            self.reason if reason is None else reason,
-        )
+        """The request ended (`status`, `reason`: if not set already): its line is written.
+        The entry must not change from here on: another thread makes its line."""
+        if status is not None:
+            self.status = status
+        if reason is not None:
+            self.reason = reason
+        self.end()
+
+    def end(self) -> None:
+        self.ended = monotonic()
+        self.wall = wall_clock()
+        self.access._writer.write(self)
+
+    def line(self) -> str:
+        return self.access.line(self)
 
 
 def new_entry(
@@ -300,6 +319,7 @@ def new_entry(
     entry.host = host
     entry.path = path
     entry.began = began
+    entry.ended = entry.wall = 0.0
     entry.bytes_in = bytes_in
     entry.bytes_out = 0
     entry.status = 0

@@ -14,4 +14,4 @@ cdef class LineWriter:
     cdef bint _failing
     cdef Py_ssize_t _dropped
 
-    cpdef write(self, str line)
+    cpdef write(self, object line)

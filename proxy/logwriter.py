@@ -2,7 +2,8 @@
 a pipe or a terminal, and lines leave in the order they were written.
 
 Owns opening, writing, reopening (SIGUSR1, for logrotate) and what happens when writing fails
-(reported once, never raised to the caller). It knows nothing of what a line says.
+(reported once, never raised to the caller). It knows nothing of what a line says: a caller
+hands over a line's text, or a `Deferred` that makes its text when the writer asks for it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 # Lines are gathered this long before one write: at tens of thousands of requests a second one
 # write (and one wake-up of this thread) then carries hundreds of lines.
@@ -27,6 +28,13 @@ FILE_MODE = 0o640
 _REOPEN: Final = object()
 
 
+class Deferred(Protocol):
+    """A line whose text is made by the writer, just before it is written (in the writer's
+    thread once it runs): its maker hands it over and never changes it again."""
+
+    def line(self) -> str: ...
+
+
 def report(message: str) -> None:
     """A problem of the log writers themselves, on standard error (best effort)."""
     with contextlib.suppress(OSError):
@@ -35,8 +43,8 @@ def report(message: str) -> None:
 
 class LineWriter:
     """Appends lines (text, each ending in a newline) to standard output, standard error or a file,
-    as UTF-8 (what cannot be encoded written as backslash escapes). A batch of lines is joined
-    and encoded once, in the writer thread.
+    as UTF-8 (what cannot be encoded written as backslash escapes). A batch of lines is made
+    (`Deferred.line()`), joined and encoded at once, in the writer thread.
 
     Writes directly (blocking) until `start()`, through its thread from then until `close()`:
     a process starts the thread only after it forks its workers, so none is copied into a child.
@@ -63,7 +71,7 @@ class LineWriter:
 
     # --- what callers use ---------------------------------------------------------------------
 
-    def write(self, line: str) -> None:
+    def write(self, line: str | Deferred) -> None:
         if self._thread is None:
             self._write_now([line])
             return
@@ -129,7 +137,7 @@ class LineWriter:
                 return
 
     def _write_batch(self, batch: list[object]) -> None:
-        lines: list[str] = []
+        lines: list[str | Deferred] = []
         for item in batch:
             if item is _REOPEN:
                 self._write_now(lines)
@@ -139,10 +147,14 @@ class LineWriter:
                 lines.append(item)  # type: ignore[arg-type]
         self._write_now(lines)
 
-    def _write_now(self, lines: list[str]) -> None:
+    def _write_now(self, lines: list[str | Deferred]) -> None:
         if not lines:
             return
-        data = "".join(lines).encode("utf-8", "backslashreplace")
+        try:
+            texts = [line if type(line) is str else line.line() for line in lines]  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - a line that cannot be made is lost, never the others
+            texts = _made(lines)
+        data = "".join(texts).encode("utf-8", "backslashreplace")
         try:
             fd = self._open()
             while data:
@@ -174,6 +186,20 @@ class LineWriter:
         except OSError as e:
             self._failing = True
             report(f"cannot reopen {self.label}: {e.strerror or e}; dropping lines until it works again")
+
+
+def _made(lines: list[str | Deferred]) -> list[str]:
+    """The texts of the lines that can be made; each that cannot is reported and left out."""
+    texts = []
+    for line in lines:
+        if type(line) is str:
+            texts.append(line)
+            continue
+        try:
+            texts.append(line.line())  # type: ignore[union-attr]
+        except Exception as e:  # noqa: BLE001
+            report(f"a log line could not be made and is left out: {type(e).__name__}: {e}")
+    return texts
 
 
 def stderr_writer() -> LineWriter:

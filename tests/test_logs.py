@@ -471,3 +471,24 @@ async def test_grpc_calls_decoded_by_the_http2_engine_get_one_grpc_line_each(tmp
         lines = await lines_where(access_file(edge), protocol="gRPC", count=2)
     assert {line["path"]: line["status"] for line in lines} == {method("Unary"): "OK", method("Fail"): "NOT_FOUND"}
     assert all(line["upstream"] == f"{SERVER_IP}:{grpc_up.port}" and line["bytes_in"] > 0 for line in lines)
+
+
+class _Unmakeable:
+    def line(self) -> str:
+        raise ValueError("no text")
+
+
+class _Made:
+    def line(self) -> str:
+        return "made later\n"
+
+
+def test_a_line_that_cannot_be_made_is_reported_and_the_others_are_still_written(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "lines.log"
+    writer = LineWriter(path)
+    writer.start()
+    for line in ("first\n", _Unmakeable(), _Made(), "last\n"):
+        writer.write(line)
+    writer.close()
+    assert path.read_text() == "first\nmade later\nlast\n"
+    assert "edge-proxy: a log line could not be made and is left out: ValueError: no text" in capfd.readouterr().err
