@@ -24,6 +24,7 @@ cdef class ListenerAccess:
     cdef str _name
     cdef bint _json
     cdef _MillisecondTimestamps _timestamps
+    cdef object _rare_timestamps
     cdef LineWriter _writer
     cdef str _client
     cdef object _tls_version
