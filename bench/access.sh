@@ -19,6 +19,8 @@ fi
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 EDGE=${EDGE:-$(dirname "$PYTHON")/edge-proxy}
 PAIRS=${PAIRS:-20}
@@ -45,51 +47,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cpus=$(nproc)
-if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
-    proxy_cpu=(taskset -c 0)
-    load_cpu=(taskset -c "1-$((cpus - 1))")
-else
-    proxy_cpu=()
-    load_cpu=()
-fi
-
-wait_for_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    exit 1
-}
-
-for port in "$EDGE_PORT" "$ACCESS_PORT" "$UPSTREAM_PORT" "$ADMIN_PORT" "$ACCESS_ADMIN_PORT"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "127.0.0.1:$port is already in use; set EDGE_PORT, ACCESS_PORT, UPSTREAM_PORT or the admin ports" >&2
-        exit 1
-    fi
-done
+pin_cpus 1
+ports_free "EDGE_PORT, ACCESS_PORT, UPSTREAM_PORT, ADMIN_PORT or ACCESS_ADMIN_PORT" \
+    "$EDGE_PORT" "$ACCESS_PORT" "$UPSTREAM_PORT" "$ADMIN_PORT" "$ACCESS_ADMIN_PORT"
 
 "$PYTHON" "$HERE/https_edge.py" setup "$workdir/edge" --port "$EDGE_PORT" --upstream-port "$UPSTREAM_PORT" \
     --admin-port "$ADMIN_PORT" --access-port "$ACCESS_PORT" --access-admin-port "$ACCESS_ADMIN_PORT"
-mkdir -p "$workdir/www" "$workdir/upstream/logs"
-head -c 100 /dev/zero | tr '\0' 'a' >"$workdir/www/100b"
-head -c 65536 /dev/zero | tr '\0' 'b' >"$workdir/www/64k"
-chmod 644 "$workdir/www/"*
-cat >"$workdir/upstream/nginx.conf" <<EOF
-worker_processes 1;
-pid $workdir/upstream/nginx.pid;
-error_log $workdir/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        root $workdir/www;
-        location / { default_type application/octet-stream; }
-    }
-}
-EOF
+write_upstream "$workdir" "$UPSTREAM_PORT"
 
 "${load_cpu[@]}" nginx -p "$workdir/upstream" -c "$workdir/upstream/nginx.conf" -g "daemon off;" &
 pids+=($!)

@@ -29,6 +29,8 @@ fi
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 EDGE=${EDGE:-$(dirname "$PYTHON")/edge-proxy}
 DURATION=${DURATION:-10s}
@@ -69,30 +71,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cpus=$(nproc)
-if [ "$WORKERS" -eq 1 ] && [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
-    proxy_cpu=(taskset -c 0)
-    load_cpu=(taskset -c "1-$((cpus - 1))")
-else
-    proxy_cpu=()
-    load_cpu=()
-fi
-
-wait_for_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    exit 1
-}
-
-for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT" "$FLOOR_PORT" "$ONE_PORT_PORT" "$ACCESS_PORT" "$ACCESS_ADMIN_PORT" "$PURE_PORT" "$PURE_ADMIN_PORT"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "127.0.0.1:$port is already in use; set UPSTREAM_PORT, NGINX_PORT, EDGE_PORT or ADMIN_PORT" >&2
-        exit 1
-    fi
-done
+pin_cpus "$WORKERS"
+ports_free "UPSTREAM_PORT, NGINX_PORT, EDGE_PORT or ADMIN_PORT" "$UPSTREAM_PORT" "$NGINX_PORT" "$EDGE_PORT" "$ADMIN_PORT" \
+    "$FLOOR_PORT" "$ONE_PORT_PORT" "$ACCESS_PORT" "$ACCESS_ADMIN_PORT" "$PURE_PORT" "$PURE_ADMIN_PORT"
 
 # --- the shared certificate, the static files and both nginx configurations -------------------
 
@@ -103,26 +84,9 @@ if [ "$PURE" = 1 ]; then one_port_args+=(--pure-port "$PURE_PORT" --pure-admin-p
 "$PYTHON" "$HERE/https_edge.py" setup "$workdir/edge" --port "$EDGE_PORT" --upstream-port "$UPSTREAM_PORT" \
     --admin-port "$ADMIN_PORT" --workers "$WORKERS" "${one_port_args[@]}"
 cert="$workdir/edge/cert"
-mkdir -p "$workdir/www" "$workdir/upstream/logs" "$workdir/proxy/logs"
-head -c 100 /dev/zero | tr '\0' 'a' >"$workdir/www/100b"
-head -c 65536 /dev/zero | tr '\0' 'b' >"$workdir/www/64k"
-chmod 644 "$workdir/www/"*
-
+write_upstream "$workdir" "$UPSTREAM_PORT"
+mkdir -p "$workdir/proxy/logs"
 common_http='access_log off; keepalive_requests 1000000; keepalive_timeout 75s;'
-cat >"$workdir/upstream/nginx.conf" <<EOF
-worker_processes 1;
-pid $workdir/upstream/nginx.pid;
-error_log $workdir/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    $common_http
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        root $workdir/www;
-        location / { default_type application/octet-stream; }
-    }
-}
-EOF
 # nginx's TLS session defaults stay as they are: ssl_session_cache none and ssl_session_tickets on,
 # so it resumes TLS 1.3 sessions with tickets, as edge-proxy does with OpenSSL's defaults.
 cat >"$workdir/proxy/nginx.conf" <<EOF
