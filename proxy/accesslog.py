@@ -2,9 +2,9 @@
 redirect and relayed gRPC connection, as JSON or as key=value text.
 
 Owns the line formats and their fields. Engines gather a request's fields in an `AccessEntry`
-(`new_entry`) as it runs and `write()` it when it ends (HTTP/1.1, HTTP/2 and gRPC calls), or
-call `ListenerAccess.request` with all of them at once (redirects), or `.connection` (the gRPC
-relay, which sees no calls). It knows nothing of sockets or parsers.
+(`new_entry`) as it runs and hand it to `ListenerAccess.write` when it ends (HTTP/1.1, HTTP/2
+and gRPC calls), or call `ListenerAccess.request` with all of them at once (redirects), or
+`.connection` (the gRPC relay, which sees no calls). It knows nothing of sockets or parsers.
 
 A request's line is made where lines are written, by the `LineWriter`'s thread: the event loop
 only records the end's two clock readings and hands the entry over. Made in batches, one after
@@ -13,8 +13,13 @@ writes (in memory, bench/https_micro.py: about 2.3 us a line against 4). A JSON 
 what a connection's lines share (listener, client address, protocol, TLS version) is quoted
 once per connection, the other strings lines repeat (method, host, upstream, status) are
 quoted once and kept, only the path is escaped each time, the timestamp text is made once a
-millisecond (its date and time once a second), and the fractions come from a table. Rare lines
-are made on the spot, through orjson.
+millisecond (its date and time once a second), and numbers below 1000 and the fractions come
+from tables. Rare lines are made on the spot, through orjson.
+
+Entries wait in the writer's queue for up to its linger, so they are kept out of the garbage
+collector's sight, which would otherwise walk each one a few times before it is written: an
+entry holds only strings and numbers, none of which can lead back to it, and Cython then leaves
+the type untracked. The writer makes their lines through the log's `RequestLines`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from time import time as wall_clock
 import orjson
 
 from proxy.logs import THOUSANDTHS, Timestamps, second_text
-from proxy.logwriter import LineWriter
+from proxy.logwriter import LineMaker, LineWriter
 
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
@@ -51,6 +56,14 @@ class _MillisecondTimestamps:
                 self._prefix = second_text(second)
             self._last = self._prefix + THOUSANDTHS[ms - second * 1000]
         return self._last
+
+
+# Decimal texts of 0-999: most heads' sizes and most durations in milliseconds.
+_DECIMALS = tuple(str(n) for n in range(1000))
+
+
+def _decimal(n: int) -> str:
+    return _DECIMALS[n] if 0 <= n < 1000 else str(n)
 
 
 # JSON texts of the values access lines repeat, made once: few distinct ones in practice
@@ -87,7 +100,7 @@ class AccessLog:
             raise ValueError(f"unknown access log format {access_format!r}")
         self.json = access_format == "json"
         self.writer = writer
-        self.timestamps = _MillisecondTimestamps()
+        writer.maker = RequestLines(self.json)
 
     def for_listener(self, name: str) -> ListenerAccess:
         return ListenerAccess(self, name)
@@ -102,28 +115,92 @@ class AccessLog:
         self.writer.close()
 
 
+class RequestLines(LineMaker):
+    """Makes the lines of an access log's entries, in its writer's thread once it runs: one
+    thread at a time uses its caches."""
+
+    __slots__ = ("_client", "_head", "_json", "_listener", "_protocol", "_tail", "_timestamps", "_tls_version")
+
+    def __init__(self, json: bool) -> None:
+        self._json = json
+        self._timestamps = _MillisecondTimestamps()
+        # The JSON around the fields of the last connection that wrote a line: its lines (and
+        # most lines) come one after another.
+        self._listener = self._client = self._head = self._tail = ""
+        self._tls_version: str | None = None
+        self._protocol: str | None = None  # no line yet: the first one makes them
+
+    def _connection_json(self, entry: AccessEntry) -> None:
+        """The JSON a connection's lines share: from the listener to the method's key, and the TLS version."""
+        listener, client, tls_version, protocol = entry.listener, entry.client, entry.tls_version, entry.protocol
+        self._listener, self._client, self._tls_version, self._protocol = listener, client, tls_version, protocol
+        self._head = f',"listener":{_json_string(listener)},"client":{_json_string(client)},"protocol":{_json_string(protocol)},"method":'
+        self._tail = f',"tls_version":{"null" if tls_version is None else _json_string(tls_version)}'
+
+    def line(self, item: object) -> str:
+        """The line of a request that ended (`item`: its `AccessEntry`)."""
+        entry: AccessEntry = item  # type: ignore[assignment]
+        micros = int((entry.ended - entry.began) * 1_000_000)
+        if not self._json:
+            fields = (
+                ("method", entry.method),
+                ("host", entry.host),
+                ("path", entry.path),
+                ("status", _status(entry)),
+                ("bytes_in", entry.bytes_in),
+                ("bytes_out", entry.bytes_out),
+                ("duration_ms", micros / 1000),  # round() costs 4x this
+                ("upstream", entry.upstream),
+                ("tls_version", entry.tls_version),
+            )
+            return _text_line(self._timestamps.stamp(entry.wall) + "Z", entry.listener, entry.protocol, entry.client, fields, entry.reason)
+        # One f-string: its keys and separators are constants, compiled or not the fastest way
+        # to put fourteen values in a line.
+        if (
+            entry.client != self._client
+            or entry.tls_version != self._tls_version
+            or entry.protocol != self._protocol
+            or entry.listener != self._listener
+        ):
+            self._connection_json(entry)
+        path = entry.path
+        reason = entry.reason
+        reason_text = "" if reason is None else ',"reason":' + _quoted(reason)
+        status_name = entry.status_name
+        status = _quoted(status_name) if status_name is not None else "null" if entry.status < 0 else _decimal(entry.status)
+        return (
+            f'{{"ts":"{self._timestamps.stamp(entry.wall)}Z"{self._head}{_quoted(entry.method)},"host":{_quoted(entry.host)},'
+            f'"path":{"null" if path is None else _json_string(path)},"status":{status},"bytes_in":{_decimal(entry.bytes_in)},'
+            f'"bytes_out":{_decimal(entry.bytes_out)},"duration_ms":{_decimal(micros // 1000)}{THOUSANDTHS[micros % 1000]},'
+            f'"upstream":{_quoted(entry.upstream)}{self._tail}{reason_text}}}\n'
+        )
+
+
 class ListenerAccess:
     """The access log as one listener's connections use it (`Shared.access`)."""
 
-    __slots__ = ("_client", "_head", "_json", "_name", "_protocol", "_rare_timestamps", "_tail", "_timestamps", "_tls_version", "_writer")
+    __slots__ = ("_json", "_name", "_rare_timestamps", "_writer")
 
     def __init__(self, log: AccessLog, name: str) -> None:
         self._name = name
         self._json = log.json
-        self._timestamps = log.timestamps  # request lines' (the writer's thread)
-        self._rare_timestamps = Timestamps()  # connection lines' (the event loop's)
+        self._rare_timestamps = Timestamps()  # connection lines' (the event loop's; request lines' are the writer's)
         self._writer = log.writer
-        # The JSON around the fields of the last connection that wrote a line: its lines (and
-        # most lines) come one after another.
-        self._client = self._head = self._tail = ""
-        self._tls_version: str | None = None
-        self._protocol: str | None = None  # no line yet: the first one makes them
 
-    def _connection_json(self, client: str, tls_version: str | None, protocol: str) -> None:
-        """The JSON a connection's lines share: from the listener to the method's key, and the TLS version."""
-        self._client, self._tls_version, self._protocol = client, tls_version, protocol
-        self._head = f',"listener":{_json_string(self._name)},"client":{_json_string(client)},"protocol":{_json_string(protocol)},"method":'
-        self._tail = f',"tls_version":{"null" if tls_version is None else _json_string(tls_version)}'
+    def write(self, entry: AccessEntry, status: int | str | None = None, reason: str | None = None) -> None:
+        """The request of `entry` ended (`status`: an int, or a gRPC status name; `reason`: if
+        not set already): its line is written. The entry must not change from here on: the
+        writer's thread makes its line."""
+        if status is not None:
+            if isinstance(status, str):
+                entry.status_name = status
+            else:
+                entry.status = status
+        if reason is not None:
+            entry.reason = reason
+        entry.ended = monotonic()
+        entry.wall = wall_clock()
+        self._writer.write(entry)
 
     def request(
         self,
@@ -141,47 +218,15 @@ class ListenerAccess:
         reason: str | None = None,
     ) -> None:
         """One HTTP request (or WebSocket session) ended. `began`: its `monotonic()` when
-        its head began; `status`: an int, or a gRPC status name; `reason`: why the edge answered
-        itself (no_route, upstream_unreachable, ...), None when the upstream answered. For an
-        engine that has all of a request's fields at its end; the others gather them in an
-        `AccessEntry` as the request runs, which writes the same line."""
+        its head began; `status`: an int, a gRPC status name, or None (written as null);
+        `reason`: why the edge answered itself (no_route, upstream_unreachable, ...), None when
+        the upstream answered. For an engine that has all of a request's fields at its end; the
+        others gather them in an `AccessEntry` as the request runs, which writes the same line."""
         entry = new_entry(self, client, tls_version, method, host, path, began, bytes_in, upstream, protocol)
         entry.bytes_out = bytes_out
-        entry.status = status
-        entry.reason = reason
-        entry.end()
-
-    def line(self, entry: AccessEntry) -> str:
-        """The line of a request that ended, made where lines are written (the writer thread
-        once it runs): the event loop only hands over the entry. The caches below are this
-        method's alone, so one thread at a time uses them."""
-        micros = int((entry.ended - entry.began) * 1_000_000)
-        if not self._json:
-            fields = (
-                ("method", entry.method),
-                ("host", entry.host),
-                ("path", entry.path),
-                ("status", entry.status),
-                ("bytes_in", entry.bytes_in),
-                ("bytes_out", entry.bytes_out),
-                ("duration_ms", micros / 1000),  # round() costs 4x this
-                ("upstream", entry.upstream),
-                ("tls_version", entry.tls_version),
-            )
-            return _text_line(self._timestamps.stamp(entry.wall) + "Z", self._name, entry.protocol, entry.client, fields, entry.reason)
-        # One f-string: its keys and separators are constants, compiled or not the fastest way
-        # to put fourteen values in a line.
-        if entry.client != self._client or entry.tls_version != self._tls_version or entry.protocol != self._protocol:
-            self._connection_json(entry.client, entry.tls_version, entry.protocol)
-        path = entry.path
-        reason = entry.reason
-        reason_text = "" if reason is None else ',"reason":' + _quoted(reason)
-        return (
-            f'{{"ts":"{self._timestamps.stamp(entry.wall)}Z"{self._head}{_quoted(entry.method)},"host":{_quoted(entry.host)},'
-            f'"path":{"null" if path is None else _json_string(path)},"status":{_quoted(entry.status)},"bytes_in":{entry.bytes_in},'
-            f'"bytes_out":{entry.bytes_out},"duration_ms":{micros // 1000}{THOUSANDTHS[micros % 1000]},"upstream":{_quoted(entry.upstream)}'
-            f"{self._tail}{reason_text}}}\n"
-        )
+        if status is None:
+            entry.status = _NO_STATUS
+        self.write(entry, status, reason)
 
     def connection(
         self,
@@ -231,63 +276,58 @@ def _text_line(stamp: str, listener: str, protocol: str, client: str, fields: tu
 
 # A request whose client left before it was answered, as nginx logs it.
 CLIENT_CLOSED = 499
+_NO_STATUS = -1
 
 
 class AccessEntry:
     """What one request's access log line needs, gathered while it runs by the engine that
     answers it (made by `new_entry`). Made only while the access log is on; mutable, owned by
-    one request until it ends, then by the log's writer, which makes its line."""
+    one request until it ends (`ListenerAccess.write`), then by the log's writer, which makes
+    its line. `status`: the HTTP status (`_NO_STATUS`: none); `status_name`: a gRPC status name,
+    which the line shows instead."""
 
     __slots__ = (
-        "access",
         "began",
         "bytes_in",
         "bytes_out",
         "client",
         "ended",
         "host",
+        "listener",
         "method",
         "path",
         "protocol",
         "reason",
         "status",
+        "status_name",
         "tls_version",
         "upstream",
         "wall",
     )
 
-    access: ListenerAccess
+    listener: str
     began: float
     ended: float
     wall: float
     bytes_in: int
     bytes_out: int
+    status: int
     client: str
     host: str | None
     method: str | None
     path: str | None
     protocol: str
     reason: str | None
-    status: int | str | None
+    status_name: str | None
     tls_version: str | None
     upstream: str | None
 
-    def write(self, status: int | str | None = None, reason: str | None = None) -> None:
-        """The request ended (`status`, `reason`: if not set already): its line is written.
-        The entry must not change from here on: another thread makes its line."""
-        if status is not None:
-            self.status = status
-        if reason is not None:
-            self.reason = reason
-        self.end()
 
-    def end(self) -> None:
-        self.ended = monotonic()
-        self.wall = wall_clock()
-        self.access._writer.write(self)
-
-    def line(self) -> str:
-        return self.access.line(self)
+def _status(entry: AccessEntry) -> int | str | None:
+    """The status a text line shows."""
+    if entry.status_name is not None:
+        return entry.status_name
+    return None if entry.status < 0 else entry.status
 
 
 def new_entry(
@@ -305,7 +345,7 @@ def new_entry(
     """The entry of a request whose head just arrived. A function rather than a constructor:
     compiled, it is one C call that fills the fields, where a constructor parses its arguments."""
     entry = AccessEntry.__new__(AccessEntry)
-    entry.access = access
+    entry.listener = access._name
     entry.protocol = protocol
     entry.client = client
     entry.tls_version = tls_version
@@ -317,6 +357,7 @@ def new_entry(
     entry.bytes_in = bytes_in
     entry.bytes_out = 0
     entry.status = 0
+    entry.status_name = None
     entry.reason = None
     entry.upstream = upstream
     return entry

@@ -3,7 +3,8 @@ a pipe or a terminal, and lines leave in the order they were written.
 
 Owns opening, writing, reopening (SIGUSR1, for logrotate) and what happens when writing fails
 (reported once, never raised to the caller). It knows nothing of what a line says: a caller
-hands over a line's text, or a `Deferred` that makes its text when the writer asks for it.
+hands over a line's text, or an item whose text the writer's `LineMaker` makes when the batch
+is written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
 # Lines are gathered this long before one write: at tens of thousands of requests a second one
 # write (and one wake-up of this thread) then carries hundreds of lines.
@@ -28,11 +29,16 @@ FILE_MODE = 0o640
 _REOPEN: Final = object()
 
 
-class Deferred(Protocol):
-    """A line whose text is made by the writer, just before it is written (in the writer's
-    thread once it runs): its maker hands it over and never changes it again."""
+class LineMaker:
+    """Makes the text of the items a writer was handed instead of text, just before they are
+    written (in the writer's thread once it runs); whoever hands over an item never changes it
+    again. A base class rather than a protocol, so that, compiled, the writer calls `line` as a
+    C method."""
 
-    def line(self) -> str: ...
+    __slots__ = ()
+
+    def line(self, item: object) -> str:
+        raise NotImplementedError
 
 
 def report(message: str) -> None:
@@ -44,7 +50,7 @@ def report(message: str) -> None:
 class LineWriter:
     """Appends lines (text, each ending in a newline) to standard output, standard error or a file,
     as UTF-8 (what cannot be encoded written as backslash escapes). A batch of lines is made
-    (`Deferred.line()`), joined and encoded at once, in the writer thread.
+    (`maker.line(item)` for what is not text yet), joined and encoded at once, in the writer thread.
 
     Writes directly (blocking) until `start()`, through its thread from then until `close()`:
     a process starts the thread only after it forks its workers, so none is copied into a child.
@@ -55,6 +61,7 @@ class LineWriter:
     def __init__(self, path: Path | None = None, *, fd: int = 1, label: str | None = None, linger: float = LINGER_SECONDS) -> None:
         """`linger`: how long the thread gathers lines before a write (0: at once, for rare lines)."""
         self.path = path
+        self.maker = LineMaker()  # set by the owner of the items it is handed, before it hands any
         self._linger = linger
         self.label = label or (str(path) if path is not None else {1: "standard output", 2: "standard error"}.get(fd, f"fd {fd}"))
         self._std_fd = fd
@@ -63,6 +70,8 @@ class LineWriter:
         # deque.append and popleft are atomic: a line costs no lock. The thread clears `_wake`
         # and `_woken` before it takes lines, so a line appended after that sees it clear and sets it.
         self._pending: deque[object] = deque()
+        self._append = self._pending.append  # bound once: a line pays a call, not a lookup
+        self._max_pending = MAX_PENDING
         self._woken = False  # `_wake` was set since the thread last took lines
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -71,15 +80,15 @@ class LineWriter:
 
     # --- what callers use ---------------------------------------------------------------------
 
-    def write(self, line: str | Deferred) -> None:
+    def write(self, line: object) -> None:
+        """Write `line`: text ending in a newline, or an item the maker makes the text of."""
         if self._thread is None:
             self._write_now([line])
             return
-        pending = self._pending
-        if len(pending) >= MAX_PENDING:
+        if len(self._pending) >= self._max_pending:
             self._dropped += 1  # a lost count under a race only understates a report
             return
-        pending.append(line)
+        self._append(line)
         if not self._woken:  # a plain flag: Event.is_set is a Python call on every line
             self._woken = True
             self._wake.set()
@@ -126,7 +135,8 @@ class LineWriter:
             # is in this batch; one appended after it sets the event again.
             self._wake.clear()
             self._woken = False
-            batch = [pending.popleft() for _ in range(len(pending))]
+            take = pending.popleft
+            batch = [take() for _ in range(len(pending))]
             dropped, self._dropped = self._dropped, 0
             if dropped:
                 report(f"{self.label} is not keeping up: {dropped} log line(s) dropped")
@@ -137,23 +147,26 @@ class LineWriter:
                 return
 
     def _write_batch(self, batch: list[object]) -> None:
-        lines: list[str | Deferred] = []
+        lines: list[object] = []
         for item in batch:
             if item is _REOPEN:
                 self._write_now(lines)
                 lines = []
                 self._reopen()
             else:
-                lines.append(item)  # type: ignore[arg-type]
+                lines.append(item)
         self._write_now(lines)
 
-    def _write_now(self, lines: list[str | Deferred]) -> None:
+    def _write_now(self, lines: list[object]) -> None:
         if not lines:
             return
+        texts: list[str] = []
+        maker = self.maker
         try:
-            texts = [line if type(line) is str else line.line() for line in lines]  # type: ignore[union-attr]
+            for line in lines:
+                texts.append(line if isinstance(line, str) else maker.line(line))
         except Exception:  # noqa: BLE001 - a line that cannot be made is lost, never the others
-            texts = _made(lines)
+            texts = _made(maker, lines)
         data = "".join(texts).encode("utf-8", "backslashreplace")
         try:
             fd = self._open()
@@ -188,15 +201,15 @@ class LineWriter:
             report(f"cannot reopen {self.label}: {e.strerror or e}; dropping lines until it works again")
 
 
-def _made(lines: list[str | Deferred]) -> list[str]:
+def _made(maker: LineMaker, lines: list[object]) -> list[str]:
     """The texts of the lines that can be made; each that cannot is reported and left out."""
     texts = []
     for line in lines:
-        if type(line) is str:
+        if isinstance(line, str):
             texts.append(line)
             continue
         try:
-            texts.append(line.line())  # type: ignore[union-attr]
+            texts.append(maker.line(line))
         except Exception as e:  # noqa: BLE001
             report(f"a log line could not be made and is left out: {type(e).__name__}: {e}")
     return texts

@@ -21,7 +21,7 @@ import pytest
 
 from proxy.accesslog import AccessLog
 from proxy.certstore.expiry import ExpiryWarnings
-from proxy.logwriter import LineWriter
+from proxy.logwriter import LineMaker, LineWriter
 from tests.support.edge import RunningEdge, new_upload, running_edge
 from tests.support.grpc_echo import EchoUpstream, method
 from tests.support.h2client import GRPC_HEADERS, H2Client, curl, curl_available, grpc_message
@@ -473,21 +473,21 @@ async def test_grpc_calls_decoded_by_the_http2_engine_get_one_grpc_line_each(tmp
     assert all(line["upstream"] == f"{SERVER_IP}:{grpc_up.port}" and line["bytes_in"] > 0 for line in lines)
 
 
-class _Unmakeable:
-    def line(self) -> str:
-        raise ValueError("no text")
+class _Maker(LineMaker):
+    """Makes the text of an item that has one, fails on the others."""
 
-
-class _Made:
-    def line(self) -> str:
-        return "made later\n"
+    def line(self, item: object) -> str:
+        if not isinstance(item, tuple):
+            raise ValueError("no text")
+        return f"{item[0]}\n"
 
 
 def test_a_line_that_cannot_be_made_is_reported_and_the_others_are_still_written(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "lines.log"
     writer = LineWriter(path)
+    writer.maker = _Maker()
     writer.start()
-    for line in ("first\n", _Unmakeable(), _Made(), "last\n"):
+    for line in ("first\n", object(), ("made later",), "last\n"):
         writer.write(line)
     writer.close()
     assert path.read_text() == "first\nmade later\nlast\n"

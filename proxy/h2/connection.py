@@ -361,7 +361,7 @@ class H2Server(asyncio.Protocol):
             if self._grpc is None:
                 self.send_head(sid, _GRPC_UNIMPLEMENTED, True)
                 if shared.access is not None:
-                    self._access_entry(shared.access, headers, None, "gRPC").write("UNIMPLEMENTED", "no_grpc_upstream")
+                    shared.access.write(self._access_entry(shared.access, headers, None, "gRPC"), "UNIMPLEMENTED", "no_grpc_upstream")
                 if not end_stream:
                     self.reset(sid, ErrorCodes.NO_ERROR)
                 shared.tally.request(200)

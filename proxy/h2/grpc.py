@@ -147,8 +147,8 @@ class GrpcCall:
     def _log_end(self, status: str, reason: str | None = None) -> None:
         """Write this call's access log line (once; nothing when the log is off)."""
         entry, self.log = self.log, None
-        if entry is not None:
-            entry.write(status, reason)
+        if entry is not None and self.shared.access is not None:
+            self.shared.access.write(entry, status, reason)
 
     # --- driven by the upstream link ------------------------------------------------------------
 

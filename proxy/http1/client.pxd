@@ -7,6 +7,10 @@ from proxy.http1.upstream cimport UpstreamPool
 from proxy.http1.wire cimport total_length
 
 
+cdef dict _METHODS
+cdef Py_ssize_t _HEAD_FRAMING
+
+
 cdef class ClientConnection(ClientSide):
     cdef ListenerAccess _access
     cdef double _began
@@ -23,6 +27,8 @@ cdef class ClientConnection(ClientSide):
     cdef bint _kicking
     cdef object _limits
     cdef str _log_client
+    cdef bytes _log_host
+    cdef str _log_host_text
     cdef object _loop
     cdef object _parser
     cdef int _paused
@@ -47,7 +53,7 @@ cdef class ClientConnection(ClientSide):
 
     cdef _kick(self)
     cdef _reject(self, int status)
-    cdef AccessEntry _access_entry(self, object method, object host, UpstreamPool pool)
+    cdef AccessEntry _access_entry(self, bytes method, bytes host, UpstreamPool pool)
     cdef _begin_upgrade(self, bytes rest)
     cdef _watch(self, bint header)
     cdef _cancel_timers(self)

@@ -64,6 +64,8 @@ class ClientConnection(ClientSide):
         "_kicking",
         "_limits",
         "_log_client",
+        "_log_host",
+        "_log_host_text",
         "_loop",
         "_parser",
         "_paused",
@@ -108,6 +110,10 @@ class ClientConnection(ClientSide):
         self._handshake_timer: asyncio.TimerHandle | None = shared.watch_handshake(lambda: self.transport is not None)
         self._began = 0.0  # time.monotonic() when the current request head began (access log on)
         self._log_client = ""
+        # The Host header of the connection's last logged request, and its text: a connection
+        # keeps to one host, so its lines share one string.
+        self._log_host: bytes | None = b""
+        self._log_host_text: str | None = None
         self._tls_version: str | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
@@ -349,12 +355,15 @@ class ClientConnection(ClientSide):
         assert self._access is not None
         url = self._url
         size = self._head_size + _HEAD_FRAMING + (len(method) if method else 0)
+        if host != self._log_host:
+            self._log_host = host
+            self._log_host_text = host.decode("latin-1") if host else None
         return new_entry(
             self._access,
             self._log_client,
             self._tls_version,
             None if method is None else _METHODS.get(method) or method.decode("latin-1"),
-            host.decode("latin-1") if host else None,
+            self._log_host_text,
             url.decode("utf-8", "backslashreplace") if url else None,
             self._began,
             size,

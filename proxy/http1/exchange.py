@@ -333,5 +333,5 @@ class Exchange(UpstreamLeg):
     def _log_end(self, status: int | None = None, reason: str | None = None) -> None:
         """Write this exchange's access log line (once; nothing when the log is off)."""
         entry, self.log = self.log, None
-        if entry is not None:
-            entry.write(status, reason)
+        if entry is not None and self.shared.access is not None:
+            self.shared.access.write(entry, status, reason)
