@@ -15,9 +15,9 @@ pin_cpus() {
     fi
 }
 
-# wait_for_port PORT: up to 10 s for something to listen on 127.0.0.1:PORT, else exit 1.
+# wait_for_port PORT [SECONDS]: up to SECONDS (10) for something to listen on 127.0.0.1:PORT, else exit 1.
 wait_for_port() {
-    for _ in $(seq 100); do
+    for _ in $(seq $((${2:-10} * 10))); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
