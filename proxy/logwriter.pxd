@@ -28,6 +28,5 @@ cdef class LineWriter:
     cdef _write_now(self, list lines)
 
 
-
 @cython.locals(texts=list)
 cdef list _made(LineMaker maker, list lines)
