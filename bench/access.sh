@@ -13,14 +13,11 @@
 # Prints one line per round, then the median and range of both ratios.
 set -euo pipefail
 
-if [ -z "${EDGE_BENCH_LOCKED:-}" ]; then
-    EDGE_BENCH_LOCKED=1 exec flock /tmp/edge-bench.lock "$0" "$@"
-fi
-
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
+hold_bench_lock "$@"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 EDGE=${EDGE:-$(dirname "$PYTHON")/edge-proxy}
 ROUNDS=${ROUNDS:-6}

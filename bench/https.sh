@@ -23,14 +23,11 @@
 # already holds the lock sets EDGE_BENCH_LOCKED=1.
 set -euo pipefail
 
-if [ -z "${EDGE_BENCH_LOCKED:-}" ]; then
-    EDGE_BENCH_LOCKED=1 exec flock /tmp/edge-bench.lock "$0" "$@"
-fi
-
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
+hold_bench_lock "$@"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 EDGE=${EDGE:-$(dirname "$PYTHON")/edge-proxy}
 DURATION=${DURATION:-10s}

@@ -1,5 +1,14 @@
-# Shell pieces the HTTPS benchmarks share (sourced by bench/https.sh and bench/access.sh).
+# Shell pieces the benchmarks share (sourced by bench/https.sh, bench/access.sh and bench/instructions.sh).
 # Only 127.0.0.1 is used.
+
+# hold_bench_lock "$@" (first thing after sourcing this file): runs the calling script again under
+# `flock /tmp/edge-bench.lock` so that benchmarks never overlap; a caller that already holds the
+# lock sets EDGE_BENCH_LOCKED=1.
+hold_bench_lock() {
+    if [ -z "${EDGE_BENCH_LOCKED:-}" ]; then
+        EDGE_BENCH_LOCKED=1 exec flock /tmp/edge-bench.lock bash "$0" "$@"
+    fi
+}
 
 # pin_cpus WORKERS: proxy_cpu=(taskset -c 0) and load_cpu=(taskset -c 1-N) when one worker runs
 # on a machine of two or more cores, so the proxies under test share core 0 and the load
