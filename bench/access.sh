@@ -30,9 +30,7 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18083}
 ADMIN_PORT=${ADMIN_PORT:-18903}
 ACCESS_ADMIN_PORT=${ACCESS_ADMIN_PORT:-18904}
 
-if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
-    apt-get install -y wrk nginx || { apt-get update && apt-get install -y wrk nginx; }
-fi
+ensure_installed wrk nginx
 
 workdir=$(mktemp -d /tmp/edge-access-bench.XXXXXX)
 chmod 755 "$workdir"

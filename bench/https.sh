@@ -50,9 +50,7 @@ PURE=${PURE:-0}
 PURE_PORT=${PURE_PORT:-18448}
 PURE_ADMIN_PORT=${PURE_ADMIN_PORT:-18902}
 
-if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
-    apt-get install -y wrk nginx || { apt-get update && apt-get install -y wrk nginx; }
-fi
+ensure_installed wrk nginx
 
 workdir=$(mktemp -d /tmp/edge-https-bench.XXXXXX)
 chmod 755 "$workdir"  # nginx workers (not root) read the static files

@@ -49,10 +49,9 @@ per_request() {  # per_request LABEL [env...]
 if [ -n "${REAL:-}" ]; then
     N=${N_REAL:-3000}
     CONNECTIONS=${CONNECTIONS:-64}
-    command -v h2load >/dev/null || apt-get install -y nghttp2-client || { apt-get update && apt-get install -y nghttp2-client; }
-    command -v nginx >/dev/null || apt-get install -y nginx || { apt-get update && apt-get install -y nginx; }
     # shellcheck source=bench/lib.sh
     . "$HERE/lib.sh"
+    ensure_installed h2load=nghttp2-client nginx
     ports_free "EDGE_PORT, UPSTREAM_PORT or ADMIN_PORT" "${EDGE_PORT:=18463}" "${UPSTREAM_PORT:=18093}" "${ADMIN_PORT:=18913}"
     "$PYTHON" "$HERE/https_edge.py" setup "$workdir/edge" --port "$EDGE_PORT" --upstream-port "$UPSTREAM_PORT" \
         --admin-port "$ADMIN_PORT" --access-port "$EDGE_PORT" --access-admin-port "$ADMIN_PORT"

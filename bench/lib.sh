@@ -10,6 +10,16 @@ hold_bench_lock() {
     fi
 }
 
+# ensure_installed COMMAND[=PACKAGE]...: installs (apt) the packages of the commands not found.
+ensure_installed() {
+    local wanted=() item
+    for item in "$@"; do
+        command -v "${item%%=*}" >/dev/null || wanted+=("${item#*=}")
+    done
+    [ ${#wanted[@]} -eq 0 ] && return 0
+    apt-get install -y "${wanted[@]}" || { apt-get update && apt-get install -y "${wanted[@]}"; }
+}
+
 # pin_cpus WORKERS: proxy_cpu=(taskset -c 0) and load_cpu=(taskset -c 1-N) when one worker runs
 # on a machine of two or more cores, so the proxies under test share core 0 and the load
 # generator and upstream get the rest; empty (nothing pinned) otherwise.
